@@ -1,0 +1,82 @@
+//! Hypercall dispatch: ABI.md section 4's table in one place. Each handler
+//! lives in the file of the device it belongs to and touches the guest only
+//! through [`GuestRam`]'s checked accessors.
+
+mod clock;
+mod console;
+mod lifecycle;
+mod net;
+mod random;
+
+pub use clock::{wall_ns, InstanceClock};
+pub use console::Console;
+
+use crate::guest_memory::{BadBlock, GuestRam};
+use crate::outcome::Outcome;
+use hypercall_abi::{Hypercall, HYPERCALLS_V1};
+use std::time::{Duration, Instant};
+
+/// A wall-time limit on an instance.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeout {
+    /// When it runs out.
+    pub at: Instant,
+    /// How long it was (for the verdict line).
+    pub limit: Duration,
+}
+
+/// What the instance's hypercalls act on.
+pub struct Services {
+    /// Guest RAM, behind the permission checks.
+    pub ram: GuestRam,
+    /// The instance clock.
+    pub clock: InstanceClock,
+    /// Where console output goes.
+    pub console: Console,
+    /// The instance's `--timeout`, if it was given.
+    pub timeout: Option<Timeout>,
+}
+
+/// What the vCPU does after a hypercall.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Run the guest on from after the store.
+    Resume,
+    /// The instance is over.
+    Stop(Outcome),
+}
+
+/// A hypercall the instance must stop for, described for the fault line.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Broken {
+    #[error("unknown hypercall number {0}")]
+    UnknownNumber(u64),
+    #[error("{name} argument block at {gpa:#x} {why}")]
+    Block {
+        name: &'static str,
+        gpa: u64,
+        why: BadBlock,
+    },
+}
+
+/// Services hypercall `nr` with the argument block at `block`.
+pub fn dispatch(services: &mut Services, nr: u64, block: u64) -> Result<Flow, Broken> {
+    let call = Hypercall::from_nr(nr)
+        .filter(|call| HYPERCALLS_V1 & (1 << call.nr()) != 0)
+        .ok_or(Broken::UnknownNumber(nr))?;
+    let handled = match call {
+        Hypercall::ConsoleWrite => console::write(services, block),
+        Hypercall::Exit => lifecycle::exit(services, block),
+        Hypercall::Panic => lifecycle::panic(services, block),
+        Hypercall::Clock => clock::clock(services, block),
+        Hypercall::Poll => clock::poll(services, block),
+        Hypercall::NetWrite => net::write(services, block),
+        Hypercall::NetRead => net::read(services, block),
+        Hypercall::Random => random::fill(services, block),
+    };
+    handled.map_err(|why| Broken::Block {
+        name: call.name(),
+        gpa: block,
+        why,
+    })
+}

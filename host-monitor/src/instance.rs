@@ -1,0 +1,315 @@
+//! One Flint instance: a KVM VM with one vCPU running one image.
+//! [`Instance::start`] reads as DESIGN.md's boot line; [`Instance::run`] is
+//! the KVM_RUN loop.
+
+use crate::fault;
+use crate::gdt;
+use crate::guest_memory::{GuestRam, MemoryError};
+use crate::hypercall::{self, Console, Flow, InstanceClock, Services, Timeout};
+use crate::image::Image;
+use crate::layout::{low, Layout, LayoutError};
+use crate::outcome::Outcome;
+use crate::paging::{PageTables, TooManyTables};
+use crate::timings::Timings;
+use crate::vcpu::{self, EntryState, KvmError};
+use crate::watchdog::Watchdog;
+use hypercall_abi::{
+    BootInfo, ABI_VERSION, BOOTINFO_MAGIC, HYPERCALLS_V1, HYPERCALL_PAGE, PAGE_SIZE,
+};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use zerocopy::IntoBytes;
+
+/// How to run an instance.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Guest RAM in bytes.
+    pub mem_size: u64,
+    /// Stack size in bytes.
+    pub stack_size: u64,
+    /// Wall-time limit.
+    pub timeout: Option<Duration>,
+    /// The app's arguments, joined by single spaces.
+    pub cmdline: String,
+    /// Record the start-up phases.
+    pub timings: bool,
+}
+
+/// Why an instance could not start (status 125).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    PageTables(#[from] TooManyTables),
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+    #[error("cannot start the timeout watchdog: {0}")]
+    Watchdog(std::io::Error),
+    #[error("the host has no entropy for the guest's seed: {0}")]
+    Entropy(getrandom::Error),
+}
+
+static NEXT_INSTANCE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A started instance, ready to run.
+pub struct Instance<'i> {
+    image: &'i Image,
+    services: Services,
+    // Field order is drop order: the vCPU and VM go before their memory.
+    vcpu: VcpuFd,
+    _vm: VmFd,
+    _kvm: Kvm,
+    timings: Timings,
+    watchdog: Option<Watchdog>,
+}
+
+impl<'i> Instance<'i> {
+    /// Creates the VM for `image` and sets it up to run from its entry point.
+    pub fn start(image: &'i Image, config: &Config) -> Result<Instance<'i>, StartError> {
+        let mut timings = Timings::new(config.timings);
+        let layout = Layout::new(
+            image,
+            config.mem_size,
+            config.stack_size,
+            config.cmdline.len(),
+        )?;
+
+        let kvm = vcpu::open_kvm()?;
+        timings.mark("open KVM");
+        let vm = vcpu::create_vm(&kvm)?;
+        timings.mark("create VM");
+        let ram = GuestRam::new(layout)?;
+        vcpu::attach_memory(&vm, &ram)?;
+        timings.mark("memory");
+        load_segments(&ram, image)?;
+        timings.mark("load");
+        let tables = PageTables::build(ram.layout())?;
+        ram.setup_write(tables.root(), &tables.bytes(), "page tables")?;
+        let (segments, gdt_bytes) = gdt::segments();
+        ram.setup_write(low::GDT, &gdt_bytes, "the GDT")?;
+        timings.mark("page tables");
+        let layout = ram.layout();
+        let entry = EntryState {
+            entry: image.entry(),
+            boot_info: low::BOOT_INFO,
+            stack_top: layout.stack_top,
+            page_tables: tables.root(),
+            segments: &segments,
+        };
+        let vcpu = vcpu::create_vcpu(&kvm, &vm, &entry)?;
+        timings.mark("vCPU");
+
+        let mut boot = BootInfo {
+            magic: BOOTINFO_MAGIC,
+            abi_version: ABI_VERSION,
+            size: size_of::<BootInfo>() as u32,
+            tsc_hz: vcpu::tsc_hz(&vcpu)?,
+            instance_id: NEXT_INSTANCE_ID.fetch_add(1, Ordering::Relaxed),
+            hypercalls: HYPERCALLS_V1,
+            ..BootInfo::default()
+        };
+        layout.describe(&mut boot, config.cmdline.len());
+        // Without entropy an instance's "random" seed would repeat; refuse.
+        getrandom::fill(&mut boot.seed).map_err(StartError::Entropy)?;
+        if !config.cmdline.is_empty() {
+            ram.setup_write(
+                layout.cmdline,
+                config.cmdline.as_bytes(),
+                "the command line",
+            )?;
+        }
+        // The instance clock's zero: as close to the first instruction as
+        // the monitor can put it.
+        boot.tsc_at_boot = vcpu::guest_tsc(&vcpu)?;
+        let clock = InstanceClock::start();
+        boot.wall_ns_at_boot = hypercall::wall_ns();
+        ram.setup_write(low::BOOT_INFO, boot.as_bytes(), "BootInfo")?;
+        timings.mark("boot info");
+
+        let timeout = config.timeout.map(|limit| Timeout {
+            at: Instant::now() + limit,
+            limit,
+        });
+        let watchdog = timeout
+            .map(|t| Watchdog::arm(t.at))
+            .transpose()
+            .map_err(StartError::Watchdog)?;
+        let services = Services {
+            ram,
+            clock,
+            console: Console::stdout(),
+            timeout,
+        };
+        Ok(Instance {
+            image,
+            services,
+            vcpu,
+            _vm: vm,
+            _kvm: kvm,
+            timings,
+            watchdog,
+        })
+    }
+
+    /// Runs the guest until it exits, panics, faults or times out.
+    pub fn run(&mut self) -> Outcome {
+        let mut first_exit = true;
+        loop {
+            if self.watchdog.as_ref().is_some_and(Watchdog::fired) {
+                return self.timed_out();
+            }
+            let exit = match self.vcpu.run() {
+                Ok(exit) => Exit::from(exit),
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+                Err(e) => Exit::Failed(e),
+            };
+            if first_exit {
+                first_exit = false;
+                self.timings.mark("first exit");
+            }
+            let flow = match exit {
+                Exit::Store { addr, data, len } => self.hypercall(addr, data, len),
+                Exit::Load { addr } => {
+                    Flow::Stop(self.broken(&format!("load from {}", describe_gpa(addr))))
+                }
+                Exit::Shutdown => Flow::Stop(self.exception()),
+                Exit::Interrupted => continue,
+                Exit::Other(what) => {
+                    Flow::Stop(self.broken(&format!("unexpected VM exit ({what})")))
+                }
+                Exit::Failed(e) => {
+                    Flow::Stop(self.broken(&format!("the vCPU could not run ({e})")))
+                }
+            };
+            if let Flow::Stop(outcome) = flow {
+                return outcome;
+            }
+        }
+    }
+
+    /// The start-up phases recorded so far.
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
+    /// Bytes of console output that could not be delivered.
+    pub fn console_dropped(&self) -> u64 {
+        self.services.console.dropped
+    }
+
+    fn hypercall(&mut self, addr: u64, data: [u8; 8], len: usize) -> Flow {
+        let offset = addr.wrapping_sub(HYPERCALL_PAGE);
+        if offset >= PAGE_SIZE {
+            return Flow::Stop(self.broken(&format!("store to {}", describe_gpa(addr))));
+        }
+        if !offset.is_multiple_of(8) {
+            return Flow::Stop(self.broken(&format!(
+                "store to the hypercall page at offset {offset:#x}, not a multiple of 8"
+            )));
+        }
+        if len != 8 {
+            return Flow::Stop(self.broken(&format!(
+                "{len}-byte store to the hypercall page (a hypercall is one 8-byte store)"
+            )));
+        }
+        match hypercall::dispatch(&mut self.services, offset / 8, u64::from_le_bytes(data)) {
+            Ok(flow) => flow,
+            Err(broken) => Flow::Stop(self.broken(&broken.to_string())),
+        }
+    }
+
+    /// A fault the monitor noticed, with where the guest was.
+    fn broken(&self, what: &str) -> Outcome {
+        match self.vcpu.get_regs() {
+            Ok(regs) => Outcome::Fault(format!(
+                "{what} from {}",
+                fault::at_rip(self.image, regs.rip)
+            )),
+            Err(_) => Outcome::Fault(what.to_owned()),
+        }
+    }
+
+    fn exception(&self) -> Outcome {
+        let (Ok(regs), Ok(sregs)) = (self.vcpu.get_regs(), self.vcpu.get_sregs()) else {
+            return Outcome::Fault("CPU exception (registers unreadable)".to_owned());
+        };
+        let ram = &self.services.ram;
+        let code = ram.peek(regs.rip, 2);
+        let before_rcx = regs.rcx.checked_sub(2).and_then(|at| ram.peek(at, 2));
+        let crash = fault::Crash {
+            rip: regs.rip,
+            cr2: sregs.cr2,
+            code: code.as_deref(),
+            before_rcx: before_rcx.as_deref().map(|bytes| (regs.rcx, bytes)),
+        };
+        Outcome::Fault(fault::exception(self.image, ram.layout(), &crash))
+    }
+
+    fn timed_out(&self) -> Outcome {
+        let limit = self.services.timeout.map(|t| t.limit).unwrap_or_default();
+        Outcome::TimedOut(limit)
+    }
+}
+
+/// A VM exit, copied out of `kvm_run` so the vCPU can be borrowed again.
+enum Exit {
+    Store {
+        addr: u64,
+        data: [u8; 8],
+        len: usize,
+    },
+    Load {
+        addr: u64,
+    },
+    Shutdown,
+    Interrupted,
+    Other(String),
+    Failed(kvm_ioctls::Error),
+}
+
+impl From<VcpuExit<'_>> for Exit {
+    fn from(exit: VcpuExit<'_>) -> Exit {
+        match exit {
+            VcpuExit::MmioWrite(addr, bytes) => {
+                let mut data = [0; 8];
+                let len = bytes.len().min(8);
+                data[..len].copy_from_slice(&bytes[..len]);
+                Exit::Store {
+                    addr,
+                    data,
+                    len: bytes.len(),
+                }
+            }
+            VcpuExit::MmioRead(addr, _) => Exit::Load { addr },
+            VcpuExit::Shutdown => Exit::Shutdown,
+            VcpuExit::Intr => Exit::Interrupted,
+            other => Exit::Other(format!("{other:?}")),
+        }
+    }
+}
+
+/// Names a guest-physical address with no RAM behind it.
+fn describe_gpa(addr: u64) -> String {
+    if (HYPERCALL_PAGE..HYPERCALL_PAGE + PAGE_SIZE).contains(&addr) {
+        format!("the hypercall page at {addr:#x}")
+    } else {
+        format!("{addr:#x}, which has no RAM")
+    }
+}
+
+/// Copies each segment's file bytes into place; the rest of each segment
+/// is already zero, since guest RAM starts zeroed.
+fn load_segments(ram: &GuestRam, image: &Image) -> Result<(), MemoryError> {
+    for segment in image.segments() {
+        ram.setup_write(
+            segment.vaddr,
+            image.segment_bytes(segment),
+            "an image segment",
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,36 @@
+//! The Flint host monitor: runs Flint images (shared/ABI.md) as KVM
+//! micro-VMs with no device emulation: the guest asks for I/O with
+//! hypercalls, and this crate services them.
+//!
+//! ```no_run
+//! use host_monitor::image::Image;
+//! use host_monitor::instance::{Config, Instance};
+//! use std::path::Path;
+//!
+//! let config = Config {
+//!     mem_size: 16 << 20,
+//!     stack_size: 256 << 10,
+//!     timeout: None,
+//!     cmdline: "world".into(),
+//!     timings: false,
+//! };
+//! let image = Image::load(Path::new("target/flint/hello.elf"), config.mem_size)?;
+//! let outcome = Instance::start(&image, &config)?.run();
+//! std::process::exit(outcome.status());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod cli;
+pub mod fault;
+pub mod gdt;
+pub mod guest_memory;
+pub mod hypercall;
+pub mod image;
+pub mod instance;
+pub mod layout;
+pub mod outcome;
+pub mod paging;
+pub mod run;
+pub mod timings;
+pub mod vcpu;
+pub mod watchdog;

@@ -1,0 +1,164 @@
+//! KVM: the VM, its memory slot, and the one vCPU in the machine state of
+//! ABI.md section 2.
+
+use crate::gdt::Segments;
+use crate::guest_memory::GuestRam;
+use kvm_bindings::{
+    kvm_msr_entry, kvm_regs, kvm_userspace_memory_region, Msrs, KVM_MAX_CPUID_ENTRIES,
+};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+
+/// CR0: PE MP ET NE WP PG. WP so that read-only pages bind at CPL 3 too.
+pub const CR0: u64 = 0x8001_0033;
+/// CR4: PAE OSFXSR OSXMMEXCPT.
+pub const CR4: u64 = 0x620;
+/// EFER: LME LMA NXE. No SCE: the guest has no system calls.
+pub const EFER: u64 = 0xd00;
+/// RFLAGS at entry: only the reserved bit 1.
+const RFLAGS: u64 = 0x2;
+/// CR2 at entry: non-canonical, so a page fault can never leave it there.
+/// A shutdown with CR2 still holding it was some other exception.
+pub const CR2_SENTINEL: u64 = 0x8000_dead_0000_0000;
+
+const MSR_IA32_TSC: u32 = 0x10;
+const MSR_SYSENTER_CS: u32 = 0x174;
+const MSR_SYSENTER_ESP: u32 = 0x175;
+const MSR_SYSENTER_EIP: u32 = 0x176;
+const MSR_STAR: u32 = 0xc000_0081;
+const MSR_LSTAR: u32 = 0xc000_0082;
+const MSR_CSTAR: u32 = 0xc000_0083;
+
+/// KVM refused something the monitor needs.
+#[derive(Debug, thiserror::Error)]
+pub enum KvmError {
+    #[error(
+        "cannot open /dev/kvm: {0}; is KVM enabled on this host, and may this user open /dev/kvm?"
+    )]
+    Open(#[source] kvm_ioctls::Error),
+    #[error("KVM cannot {what}: {source}")]
+    Ioctl {
+        what: &'static str,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+}
+
+fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
+    move |source| KvmError::Ioctl { what, source }
+}
+
+/// Opens `/dev/kvm`.
+pub fn open_kvm() -> Result<Kvm, KvmError> {
+    Kvm::new().map_err(KvmError::Open)
+}
+
+/// Creates an empty VM.
+pub fn create_vm(kvm: &Kvm) -> Result<VmFd, KvmError> {
+    kvm.create_vm().map_err(ioctl("create a VM"))
+}
+
+/// Gives the VM its RAM as memory slot 0 at guest-physical 0.
+pub fn attach_memory(vm: &VmFd, ram: &GuestRam) -> Result<(), KvmError> {
+    let region = kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: ram.layout().mem_size,
+        userspace_addr: ram.host_base(),
+    };
+    // SAFETY: the region is the whole of `ram`'s mapping, which lives in the
+    // same `Instance` as the VM and is dropped after it.
+    unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("add guest memory"))
+}
+
+/// Where the vCPU starts.
+pub struct EntryState<'a> {
+    pub entry: u64,
+    pub boot_info: u64,
+    pub stack_top: u64,
+    pub page_tables: u64,
+    pub segments: &'a Segments,
+}
+
+/// Creates the vCPU, at CPL 3 in long mode, ready to run `state.entry`.
+pub fn create_vcpu(kvm: &Kvm, vm: &VmFd, state: &EntryState) -> Result<VcpuFd, KvmError> {
+    let vcpu = vm.create_vcpu(0).map_err(ioctl("create a vCPU"))?;
+    // KVM checks EFER.LME and NXE against the guest's CPUID, so the guest
+    // must be told it has long mode before the registers go in.
+    let cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(ioctl("report its CPUID"))?;
+    vcpu.set_cpuid2(&cpuid)
+        .map_err(ioctl("set the vCPU's CPUID"))?;
+
+    let mut sregs = vcpu.get_sregs().map_err(ioctl("read special registers"))?;
+    let seg = state.segments;
+    sregs.cr0 = CR0;
+    sregs.cr2 = CR2_SENTINEL;
+    sregs.cr3 = state.page_tables;
+    sregs.cr4 = CR4;
+    sregs.efer = EFER;
+    sregs.cs = seg.code;
+    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) =
+        (seg.data, seg.data, seg.data, seg.data, seg.data);
+    sregs.tr = seg.tss;
+    sregs.ldt = seg.ldt;
+    sregs.gdt = seg.gdt;
+    sregs.idt = seg.idt;
+    vcpu.set_sregs(&sregs)
+        .map_err(ioctl("set special registers"))?;
+
+    // syscall/sysenter must fault on every host: kvm_pvm jumps to LSTAR even
+    // with EFER.SCE clear, and page 0 is never mapped.
+    let zeroed = [
+        MSR_STAR,
+        MSR_LSTAR,
+        MSR_CSTAR,
+        MSR_SYSENTER_CS,
+        MSR_SYSENTER_ESP,
+        MSR_SYSENTER_EIP,
+    ]
+    .map(|index| kvm_msr_entry {
+        index,
+        data: 0,
+        ..Default::default()
+    });
+    let msrs = Msrs::from_entries(&zeroed).map_err(|_| KvmError::Ioctl {
+        what: "build the MSR list",
+        source: kvm_ioctls::Error::new(libc::EINVAL),
+    })?;
+    vcpu.set_msrs(&msrs).map_err(ioctl("set MSRs"))?;
+
+    let regs = kvm_regs {
+        rip: state.entry,
+        rsp: state.stack_top,
+        rdi: state.boot_info,
+        rflags: RFLAGS,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).map_err(ioctl("set registers"))?;
+    Ok(vcpu)
+}
+
+/// The guest's TSC frequency in Hz.
+pub fn tsc_hz(vcpu: &VcpuFd) -> Result<u64, KvmError> {
+    let khz = vcpu
+        .get_tsc_khz()
+        .map_err(ioctl("report the TSC frequency"))?;
+    Ok(u64::from(khz) * 1000)
+}
+
+/// The guest's TSC now.
+pub fn guest_tsc(vcpu: &VcpuFd) -> Result<u64, KvmError> {
+    let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
+        index: MSR_IA32_TSC,
+        ..Default::default()
+    }])
+    .map_err(|_| KvmError::Ioctl {
+        what: "build the MSR list",
+        source: kvm_ioctls::Error::new(libc::EINVAL),
+    })?;
+    vcpu.get_msrs(&mut msrs)
+        .map_err(ioctl("read the guest TSC"))?;
+    Ok(msrs.as_slice()[0].data)
+}

@@ -1,0 +1,79 @@
+//! `cargo xtask`: build, run and test Flint. See README.md.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitCode};
+
+use clap::{Parser, Subcommand};
+use xtask::{guest, monitor, Error};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run and test Flint")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build a guest image: target/flint/<NAME>.elf (NAME is a crate in apps/ or tests/guests/).
+    Build {
+        /// The guest's name.
+        name: String,
+    },
+    /// Build an app and the monitor, then `flint run` the app.
+    Run {
+        /// The app's name.
+        app: String,
+        /// Arguments for the app (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Install what is missing, build everything, run fmt, clippy and all tests.
+    Test,
+    /// Run a benchmark (e.g. `coldstart`).
+    Bench {
+        /// Which benchmark.
+        what: String,
+        /// Its options.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Build { name } => build(&name),
+        Task::Run { app, args } => run(&app, &args),
+        Task::Test => xtask::test::run(),
+        Task::Bench { what, rest } => xtask::bench::run(&what, &rest),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build(name: &str) -> Result<(), Error> {
+    let image = guest::build(name)?;
+    let size = std::fs::metadata(&image).map_err(Error::io(&image))?.len();
+    println!("{} ({size} bytes)", image.display());
+    Ok(())
+}
+
+/// Replaces this process with `flint run`, so the exit status (and any
+/// signal) is the monitor's own.
+fn run(app: &str, args: &[String]) -> Result<(), Error> {
+    let image = guest::build(app)?;
+    let flint = monitor::build()?;
+    let mut cmd = Command::new(&flint);
+    cmd.arg("run").arg(&image).arg("--").args(args);
+    let source = cmd.exec();
+    Err(Error::Spawn {
+        program: flint.display().to_string(),
+        source,
+    })
+}
