@@ -14,7 +14,11 @@ fn fault(case: &str) -> Option<(Outcome, String, u64)> {
     }
     let out = probe(&["fault", case]).go();
     let line = out.guest_fault();
-    let target = if case == "stack-overflow" { out.number("guard") } else { out.number("target") };
+    let target = if case == "stack-overflow" {
+        out.number("guard")
+    } else {
+        out.number("target")
+    };
     Some((out, line, target))
 }
 
@@ -28,50 +32,66 @@ fn page_fault_at(out: &Outcome, line: &str, addr: u64) {
 /// Checks that the line names RIP inside function `symbol`.
 fn in_function(out: &Outcome, line: &str, symbol: &str) {
     if !line.contains("rip 0x") || !line.contains(&format!("({symbol}+0x")) {
-        out.fail(format_args!("expected `rip 0x... ({symbol}+0x...)` on the fault line"));
+        out.fail(format_args!(
+            "expected `rip 0x... ({symbol}+0x...)` on the fault line"
+        ));
     }
 }
 
 #[test]
 fn null_dereference_is_a_guest_fault_naming_address_and_function() {
-    let Some((out, line, _)) = fault("null") else { return };
+    let Some((out, line, _)) = fault("null") else {
+        return;
+    };
     page_fault_at(&out, &line, 0);
     in_function(&out, &line, "probe_null_deref");
 }
 
 #[test]
 fn write_to_text_is_a_guest_fault() {
-    let Some((out, line, target)) = fault("write-text") else { return };
+    let Some((out, line, target)) = fault("write-text") else {
+        return;
+    };
     page_fault_at(&out, &line, target);
     in_function(&out, &line, "probe_write");
 }
 
 #[test]
 fn write_to_rodata_is_a_guest_fault() {
-    let Some((out, line, target)) = fault("write-rodata") else { return };
+    let Some((out, line, target)) = fault("write-rodata") else {
+        return;
+    };
     page_fault_at(&out, &line, target);
     in_function(&out, &line, "probe_write");
 }
 
 #[test]
 fn write_to_boot_info_is_a_guest_fault() {
-    let Some((out, line, target)) = fault("write-bootinfo") else { return };
+    let Some((out, line, target)) = fault("write-bootinfo") else {
+        return;
+    };
     page_fault_at(&out, &line, target);
     in_function(&out, &line, "probe_write");
 }
 
 #[test]
 fn execute_from_stack_is_a_guest_fault() {
-    let Some((out, line, target)) = fault("exec-stack") else { return };
+    let Some((out, line, target)) = fault("exec-stack") else {
+        return;
+    };
     page_fault_at(&out, &line, target);
     if hex_after(&line, "rip ") != Some(target) {
-        out.fail(format_args!("expected `rip {target:#x}` (the stack buffer)"));
+        out.fail(format_args!(
+            "expected `rip {target:#x}` (the stack buffer)"
+        ));
     }
 }
 
 #[test]
 fn execute_from_heap_is_a_guest_fault() {
-    let Some((out, line, target)) = fault("exec-heap") else { return };
+    let Some((out, line, target)) = fault("exec-heap") else {
+        return;
+    };
     page_fault_at(&out, &line, target);
     if hex_after(&line, "rip ") != Some(target) {
         out.fail(format_args!("expected `rip {target:#x}` (the heap buffer)"));
@@ -80,23 +100,31 @@ fn execute_from_heap_is_a_guest_fault() {
 
 #[test]
 fn execute_from_rodata_is_a_guest_fault() {
-    let Some((out, line, target)) = fault("exec-rodata") else { return };
+    let Some((out, line, target)) = fault("exec-rodata") else {
+        return;
+    };
     page_fault_at(&out, &line, target);
 }
 
 #[test]
 fn stack_overflow_into_the_guard_page_is_a_guest_fault() {
-    let Some((out, line, guard)) = fault("stack-overflow") else { return };
+    let Some((out, line, guard)) = fault("stack-overflow") else {
+        return;
+    };
     match hex_after(&line, "page fault at ") {
         Some(addr) if (guard..guard + 4096).contains(&addr) => {}
-        _ => out.fail(format_args!("expected a page fault in the guard page {guard:#x}")),
+        _ => out.fail(format_args!(
+            "expected a page fault in the guard page {guard:#x}"
+        )),
     }
     in_function(&out, &line, "probe_recurse");
 }
 
 #[test]
 fn read_from_the_guard_page_is_a_guest_fault() {
-    let Some((out, line, target)) = fault("read-guard") else { return };
+    let Some((out, line, target)) = fault("read-guard") else {
+        return;
+    };
     page_fault_at(&out, &line, target);
     in_function(&out, &line, "probe_read");
 }
@@ -151,54 +179,68 @@ fn broken_hypercall(case: &str) -> Option<(Outcome, String)> {
     Some((out, line))
 }
 
+/// [`broken_hypercall`] with a bad block: the diagnosis names its address.
+fn broken_block(case: &str) {
+    let Some((out, line)) = broken_hypercall(case) else {
+        return;
+    };
+    let first = out.stdout_str().lines().next().unwrap_or("").to_owned();
+    let block = hex_after(&first, "block=").unwrap_or_else(|| out.fail("no `block=` report"));
+    if !hex_numbers(&line).contains(&block) {
+        out.fail(format_args!(
+            "expected the diagnosis to name the block address {block:#x}"
+        ));
+    }
+}
+
 #[test]
 fn unaligned_argument_block_is_a_guest_fault() {
-    broken_hypercall("unaligned");
+    broken_block("unaligned");
 }
 
 #[test]
 fn argument_block_in_text_is_a_guest_fault() {
-    broken_hypercall("text");
+    broken_block("text");
 }
 
 #[test]
 fn argument_block_in_rodata_is_a_guest_fault() {
-    broken_hypercall("rodata");
+    broken_block("rodata");
 }
 
 #[test]
 fn argument_block_in_boot_info_is_a_guest_fault() {
-    broken_hypercall("bootinfo");
+    broken_block("bootinfo");
 }
 
 #[test]
 fn argument_block_in_the_command_line_is_a_guest_fault() {
-    broken_hypercall("cmdline");
+    broken_block("cmdline");
 }
 
 #[test]
 fn argument_block_in_page_0_is_a_guest_fault() {
-    broken_hypercall("page0");
+    broken_block("page0");
 }
 
 #[test]
 fn argument_block_outside_ram_is_a_guest_fault() {
-    broken_hypercall("outside-ram");
+    broken_block("outside-ram");
 }
 
 #[test]
 fn argument_block_running_past_ram_is_a_guest_fault() {
-    broken_hypercall("straddle-ram-end");
+    broken_block("straddle-ram-end");
 }
 
 #[test]
 fn argument_block_in_the_guard_page_is_a_guest_fault() {
-    broken_hypercall("guard");
+    broken_block("guard");
 }
 
 #[test]
 fn argument_block_in_the_hypercall_page_is_a_guest_fault() {
-    broken_hypercall("hypercall-page");
+    broken_block("hypercall-page");
 }
 
 #[test]
@@ -248,7 +290,9 @@ fn store_at_an_offset_not_a_multiple_of_8_is_a_guest_fault() {
 
 #[test]
 fn store_past_the_hypercall_page_is_a_guest_fault() {
-    let Some((out, line)) = broken_hypercall("store-next-page") else { return };
+    let Some((out, line)) = broken_hypercall("store-next-page") else {
+        return;
+    };
     if !hex_numbers(&line).contains(&0xC000_1000) {
         out.fail("expected the diagnosis to name address 0xc0001000");
     }
@@ -256,7 +300,9 @@ fn store_past_the_hypercall_page_is_a_guest_fault() {
 
 #[test]
 fn store_to_an_address_without_ram_is_a_guest_fault() {
-    let Some((out, line)) = broken_hypercall("store-no-ram") else { return };
+    let Some((out, line)) = broken_hypercall("store-no-ram") else {
+        return;
+    };
     if !hex_numbers(&line).contains(&0x8000_0000) {
         out.fail("expected the diagnosis to name address 0x80000000");
     }

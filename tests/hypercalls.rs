@@ -18,7 +18,10 @@ fn buffer_case(case: &str) -> Option<(Outcome, String)> {
     out.status(0).no_stderr();
     out.stdout_line("probe: still running");
     let prefix = format!("{case} ");
-    let Some(report) = out.stdout_str().lines().find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+    let Some(report) = out
+        .stdout_str()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
     else {
         out.fail(format_args!("expected a report line `{case} ret=...`"))
     };
@@ -27,12 +30,16 @@ fn buffer_case(case: &str) -> Option<(Outcome, String)> {
 
 /// The case's `ret` is `expected` (and, if reported, the bytes unchanged).
 fn buffer_gets(case: &str, expected: i64) {
-    let Some((out, report)) = buffer_case(case) else { return };
+    let Some((out, report)) = buffer_case(case) else {
+        return;
+    };
     if !report.split(' ').any(|f| f == format!("ret={expected}")) {
         out.fail(format_args!("{case}: expected ret={expected}"));
     }
     if report.contains("unchanged=") && !report.contains("unchanged=yes") {
-        out.fail(format_args!("{case}: the monitor wrote a buffer it had to refuse"));
+        out.fail(format_args!(
+            "{case}: the monitor wrote a buffer it had to refuse"
+        ));
     }
 }
 
@@ -78,7 +85,9 @@ fn efault_for_console_buffer_in_the_hypercall_page() {
 
 #[test]
 fn efault_for_console_buffer_in_any_monitor_page_below_1_mib() {
-    let Some((out, report)) = buffer_case("console-monitor-pages") else { return };
+    let Some((out, report)) = buffer_case("console-monitor-pages") else {
+        return;
+    };
     if !report.ends_with("not_efault=0") {
         out.fail("every page below 1 MiB but BootInfo's and the command line's must be EFAULT");
     }
@@ -136,7 +145,9 @@ fn einval_for_random_longer_than_4096_and_nothing_written() {
 
 #[test]
 fn random_of_4096_bytes_fills_them() {
-    let Some((out, report)) = buffer_case("random-ok") else { return };
+    let Some((out, report)) = buffer_case("random-ok") else {
+        return;
+    };
     let zeros: usize = report
         .strip_prefix("ret=4096 zero_bytes=")
         .and_then(|z| z.parse().ok())
@@ -173,7 +184,10 @@ fn enodev_before_efault_for_net_read_without_network() {
 }
 
 fn host_now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 #[test]
@@ -187,7 +201,9 @@ fn clock_wall_is_host_time_and_monotonic_never_decreases() {
     out.status(0).no_stderr();
     let wall = out.number("wall_ns");
     if wall + 2_000_000_000 < before || wall > after + 2_000_000_000 {
-        out.fail(format_args!("CLOCK wall_ns must be host time (host: {before}..{after})"));
+        out.fail(format_args!(
+            "CLOCK wall_ns must be host time (host: {before}..{after})"
+        ));
     }
     if out.number("mono_ns") > 5_000_000_000 {
         out.fail("the instance clock counts from the first instruction: expected < 5 s");
@@ -255,13 +271,81 @@ fn random_differs_between_runs() {
     let zero = "0".repeat(64);
     for key in ["host", "seed"] {
         if a.value(key) == b.value(key) {
-            a.fail(format_args!("{key} is the same in two runs; the other run:\n{b}"));
+            a.fail(format_args!(
+                "{key} is the same in two runs; the other run:\n{b}"
+            ));
         }
         if a.value(key) == zero {
             a.fail(format_args!("{key} is all zero"));
         }
     }
     if a.value("prng") == b.value("prng") {
-        a.fail(format_args!("the guest PRNG gives the same value in two runs:\n{b}"));
+        a.fail(format_args!(
+            "the guest PRNG gives the same value in two runs:\n{b}"
+        ));
+    }
+}
+
+#[test]
+fn console_buffers_at_the_edges_of_readable_memory_are_taken() {
+    let Some((out, _)) = buffer_case("console-edges") else {
+        return;
+    };
+    for edge in [
+        "ram-end",
+        "heap-end",
+        "stack-bottom",
+        "bootinfo",
+        "cmdline",
+        "text",
+        "rodata",
+    ] {
+        let prefix = format!("console-edges {edge} ");
+        let line = out
+            .stdout_str()
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .map(str::to_owned);
+        match line {
+            Some(l) if l.ends_with(" ret=4") => {}
+            _ => out.fail(format_args!(
+                "expected CONSOLE_WRITE of 4 readable bytes at {edge} to take 4"
+            )),
+        }
+    }
+}
+
+#[test]
+fn random_into_the_last_bytes_of_the_heap_is_taken() {
+    buffer_gets("random-edges", 16);
+}
+
+#[test]
+fn console_passes_every_byte_value_through() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let out = probe(&["console-bytes"]).go();
+    out.status(0).no_stderr();
+    let all: Vec<u8> = (0..=255).collect();
+    if out.stdout != all {
+        out.fail("expected stdout to be the bytes 0 to 255, byte for byte");
+    }
+}
+
+#[test]
+fn console_carries_256_kib_byte_for_byte() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let out = probe(&["console-big"]).go();
+    out.status(0).no_stderr();
+    let expected: Vec<u8> = (0..256u32 << 10).map(|i| (i * 7 % 251) as u8).collect();
+    if out.stdout != expected {
+        let at = out.stdout.iter().zip(&expected).position(|(a, b)| a != b);
+        out.fail(format_args!(
+            "expected 256 KiB of pattern; got {} bytes, first difference at {at:?}",
+            out.stdout.len()
+        ));
     }
 }

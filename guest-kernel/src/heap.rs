@@ -5,6 +5,11 @@
 //! allocation does not fit, the allocator's rescue hook adds the next chunk
 //! of the heap range (64 KiB, then doubling). An app that never allocates
 //! touches no heap page at all.
+//!
+//! A buddy allocator hands out power-of-two blocks aligned to their size,
+//! so one allocation can be at most the largest such block inside the heap
+//! range: with the default 16 MiB of guest RAM, 4 MiB. Apps that need
+//! bigger single buffers ask for more `--mem`.
 
 use core::alloc::Layout;
 use core::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,6 @@
 //! Entropy.
 //!
-//! [`fill`] and [`u64`] come from a ChaCha20 generator keyed with the 32
+//! [`fill`] and [`u64()`] come from a ChaCha20 generator keyed with the 32
 //! bytes of fresh host entropy in `BootInfo.seed`, so they cost no exit.
 //! After every 64-byte block the generator rekeys itself from its own
 //! output ("fast key erasure"), so a later memory leak does not reveal

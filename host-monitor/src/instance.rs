@@ -70,7 +70,15 @@ pub struct Instance<'i> {
 impl<'i> Instance<'i> {
     /// Creates the VM for `image` and sets it up to run from its entry point.
     pub fn start(image: &'i Image, config: &Config) -> Result<Instance<'i>, StartError> {
-        let mut timings = Timings::new(config.timings);
+        Instance::start_timed(image, config, Timings::new(config.timings))
+    }
+
+    /// [`Instance::start`], adding its phases to `timings`.
+    pub fn start_timed(
+        image: &'i Image,
+        config: &Config,
+        mut timings: Timings,
+    ) -> Result<Instance<'i>, StartError> {
         let layout = Layout::new(
             image,
             config.mem_size,
@@ -78,30 +86,19 @@ impl<'i> Instance<'i> {
             config.cmdline.len(),
         )?;
 
-        let kvm = vcpu::open_kvm()?;
-        timings.mark("open KVM");
-        let vm = vcpu::create_vm(&kvm)?;
-        timings.mark("create VM");
-        let ram = GuestRam::new(layout)?;
-        vcpu::attach_memory(&vm, &ram)?;
-        timings.mark("memory");
-        load_segments(&ram, image)?;
-        timings.mark("load");
-        let tables = PageTables::build(ram.layout())?;
-        ram.setup_write(tables.root(), &tables.bytes(), "page tables")?;
         let (segments, gdt_bytes) = gdt::segments();
-        ram.setup_write(low::GDT, &gdt_bytes, "the GDT")?;
-        timings.mark("page tables");
-        let layout = ram.layout();
         let entry = EntryState {
             entry: image.entry(),
             boot_info: low::BOOT_INFO,
             stack_top: layout.stack_top,
-            page_tables: tables.root(),
+            page_tables: low::PAGE_TABLES,
             segments: &segments,
         };
-        let vcpu = vcpu::create_vcpu(&kvm, &vm, &entry)?;
-        timings.mark("vCPU");
+        let (kvm, vm, vcpu) = create_machine(&entry, &mut timings)?;
+        let ram = prepare_memory(image, layout, &gdt_bytes, &mut timings)?;
+        vcpu::attach_memory(&vm, &ram)?;
+        let layout = ram.layout();
+        timings.mark("attach memory");
 
         let mut boot = BootInfo {
             magic: BOOTINFO_MAGIC,
@@ -169,7 +166,7 @@ impl<'i> Instance<'i> {
             };
             if first_exit {
                 first_exit = false;
-                self.timings.mark("first exit");
+                self.timings.mark("first hypercall");
             }
             let flow = match exit {
                 Exit::Store { addr, data, len } => self.hypercall(addr, data, len),
@@ -301,9 +298,30 @@ fn describe_gpa(addr: u64) -> String {
     }
 }
 
-/// Copies each segment's file bytes into place; the rest of each segment
-/// is already zero, since guest RAM starts zeroed.
-fn load_segments(ram: &GuestRam, image: &Image) -> Result<(), MemoryError> {
+/// Opens KVM and creates the VM and its vCPU, ready to run at `entry`.
+fn create_machine(
+    entry: &EntryState,
+    timings: &mut Timings,
+) -> Result<(Kvm, VmFd, VcpuFd), StartError> {
+    let kvm = vcpu::open_kvm()?;
+    timings.mark("open KVM");
+    let vm = vcpu::create_vm(&kvm)?;
+    timings.mark("create VM");
+    let vcpu = vcpu::create_vcpu(&vm, entry)?;
+    timings.mark("vCPU");
+    Ok((kvm, vm, vcpu))
+}
+
+/// Reserves guest RAM and writes the image, page tables and GDT into it.
+fn prepare_memory(
+    image: &Image,
+    layout: Layout,
+    gdt: &[u8],
+    timings: &mut Timings,
+) -> Result<GuestRam, StartError> {
+    let ram = GuestRam::new(layout)?;
+    timings.mark("memory");
+    // The rest of each segment is already zero: guest RAM starts zeroed.
     for segment in image.segments() {
         ram.setup_write(
             segment.vaddr,
@@ -311,5 +329,10 @@ fn load_segments(ram: &GuestRam, image: &Image) -> Result<(), MemoryError> {
             "an image segment",
         )?;
     }
-    Ok(())
+    timings.mark("load");
+    let tables = PageTables::build(ram.layout())?;
+    ram.setup_write(tables.root(), &tables.bytes(), "page tables")?;
+    ram.setup_write(low::GDT, gdt, "the GDT")?;
+    timings.mark("page tables");
+    Ok(ram)
 }

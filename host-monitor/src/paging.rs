@@ -6,16 +6,17 @@
 
 use crate::layout::{low, Layout, Perm};
 use hypercall_abi::{HYPERCALL_PAGE, PAGE_SIZE};
+use x86_64::structures::paging::PageTableFlags;
 
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const USER: u64 = 1 << 2;
+const PRESENT: u64 = PageTableFlags::PRESENT.bits();
+const WRITABLE: u64 = PageTableFlags::WRITABLE.bits();
+const USER: u64 = PageTableFlags::USER_ACCESSIBLE.bits();
 // Accessed and dirty are set up front: the CPU would otherwise update them
 // on first use, which costs an exit per page under shadow paging (PVM).
-const ACCESSED: u64 = 1 << 5;
-const DIRTY: u64 = 1 << 6;
-const HUGE: u64 = 1 << 7;
-const NO_EXECUTE: u64 = 1 << 63;
+const ACCESSED: u64 = PageTableFlags::ACCESSED.bits();
+const DIRTY: u64 = PageTableFlags::DIRTY.bits();
+const HUGE: u64 = PageTableFlags::HUGE_PAGE.bits();
+const NO_EXECUTE: u64 = PageTableFlags::NO_EXECUTE.bits();
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 const TABLE: u64 = PRESENT | WRITABLE | USER | ACCESSED;
@@ -117,4 +118,118 @@ fn merged(layout: &Layout) -> Vec<(u64, u64, Perm)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{Region, RegionKind};
+
+    /// Walks `pt` like the MMU: the leaf entry for `addr`, if mapped.
+    fn walk(pt: &PageTables, addr: u64) -> Option<u64> {
+        let mut table = 0;
+        for shift in [39, 30, 21, 12] {
+            let entry = pt.tables[table][(addr >> shift) as usize & 511];
+            if entry & PRESENT == 0 {
+                return None;
+            }
+            if shift == 12 || (shift == 21 && entry & HUGE != 0) {
+                return Some(entry);
+            }
+            table = ((entry & ADDR_MASK) - low::PAGE_TABLES) as usize / PAGE_SIZE as usize;
+        }
+        None
+    }
+
+    fn layout() -> Layout {
+        let region = |start, end, write, exec, kind| Region {
+            start,
+            end,
+            perm: Perm { write, exec },
+            kind,
+        };
+        Layout {
+            mem_size: 16 << 20,
+            heap_start: 0x204000,
+            heap_end: (16 << 20) - 0x41000,
+            stack_top: 16 << 20,
+            stack_size: 0x40000,
+            cmdline: 0,
+            regions: vec![
+                region(0x1000, 0x2000, false, false, RegionKind::BootInfo),
+                region(0x200000, 0x202000, false, true, RegionKind::Image),
+                region(0x202000, 0x203000, false, false, RegionKind::Image),
+                region(0x203000, 0x204000, true, false, RegionKind::Image),
+                region(
+                    0x204000,
+                    (16 << 20) - 0x41000,
+                    true,
+                    false,
+                    RegionKind::Heap,
+                ),
+                region(
+                    (16 << 20) - 0x40000,
+                    16 << 20,
+                    true,
+                    false,
+                    RegionKind::Stack,
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn page_zero_page_tables_and_guard_page_are_unmapped() {
+        let l = layout();
+        let pt = PageTables::build(&l).unwrap();
+        assert_eq!(walk(&pt, 0), None);
+        assert_eq!(walk(&pt, low::GDT), None);
+        assert_eq!(walk(&pt, low::PAGE_TABLES), None);
+        assert_eq!(walk(&pt, l.guard_page()), None);
+        assert_eq!(walk(&pt, l.mem_size), None);
+    }
+
+    #[test]
+    fn permissions_follow_the_layout_and_nothing_is_writable_and_executable() {
+        let pt = PageTables::build(&layout()).unwrap();
+        let text = walk(&pt, 0x200000).unwrap();
+        assert_eq!(text & (WRITABLE | NO_EXECUTE | USER), USER);
+        let rodata = walk(&pt, 0x202000).unwrap();
+        assert_eq!(rodata & (WRITABLE | NO_EXECUTE), NO_EXECUTE);
+        let boot_info = walk(&pt, 0x1000).unwrap();
+        assert_eq!(boot_info & (WRITABLE | NO_EXECUTE), NO_EXECUTE);
+        for addr in (0..(16u64 << 20)).step_by(PAGE_SIZE as usize) {
+            if let Some(entry) = walk(&pt, addr) {
+                assert!(
+                    entry & WRITABLE == 0 || entry & NO_EXECUTE != 0,
+                    "{addr:#x} is W+X"
+                );
+                let page = if entry & HUGE != 0 {
+                    addr & !(HUGE_PAGE - 1)
+                } else {
+                    addr
+                };
+                assert_eq!(entry & ADDR_MASK, page, "{addr:#x} is not identity-mapped");
+            }
+        }
+    }
+
+    #[test]
+    fn uniform_two_megabyte_spans_use_huge_pages() {
+        let pt = PageTables::build(&layout()).unwrap();
+        assert_ne!(walk(&pt, 0x400000).unwrap() & HUGE, 0);
+        assert_eq!(walk(&pt, 0x200000).unwrap() & HUGE, 0);
+    }
+
+    #[test]
+    fn hypercall_page_is_mapped_writable_not_executable() {
+        let pt = PageTables::build(&layout()).unwrap();
+        let entry = walk(&pt, HYPERCALL_PAGE).unwrap();
+        assert_eq!(entry & ADDR_MASK, HYPERCALL_PAGE);
+        assert_eq!(
+            entry & (WRITABLE | NO_EXECUTE | USER),
+            WRITABLE | NO_EXECUTE | USER
+        );
+        assert_eq!(walk(&pt, HYPERCALL_PAGE + PAGE_SIZE), None);
+    }
 }

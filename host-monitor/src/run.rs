@@ -4,6 +4,7 @@ use crate::cli::RunArgs;
 use crate::image::Image;
 use crate::instance::{Config, Instance};
 use crate::outcome::STATUS_START_FAILED;
+use crate::timings::Timings;
 
 /// Runs the instance `args` describes and returns the exit status.
 pub fn run(args: RunArgs) -> i32 {
@@ -15,11 +16,13 @@ pub fn run(args: RunArgs) -> i32 {
         cmdline: args.args.join(" "),
         timings,
     };
+    let mut timings = Timings::new(config.timings);
     let image = match Image::load(&args.image, config.mem_size) {
         Ok(image) => image,
         Err(e) => return refuse(&e),
     };
-    let mut instance = match Instance::start(&image, &config) {
+    timings.mark("read image");
+    let mut instance = match Instance::start_timed(&image, &config, timings) {
         Ok(instance) => instance,
         Err(e) => return refuse(&format!("{}: {e}", args.image.display())),
     };

@@ -4,7 +4,7 @@
 use crate::gdt::Segments;
 use crate::guest_memory::GuestRam;
 use kvm_bindings::{
-    kvm_msr_entry, kvm_regs, kvm_userspace_memory_region, Msrs, KVM_MAX_CPUID_ENTRIES,
+    kvm_cpuid_entry2, kvm_msr_entry, kvm_regs, kvm_userspace_memory_region, CpuId, Msrs,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
@@ -81,14 +81,11 @@ pub struct EntryState<'a> {
 }
 
 /// Creates the vCPU, at CPL 3 in long mode, ready to run `state.entry`.
-pub fn create_vcpu(kvm: &Kvm, vm: &VmFd, state: &EntryState) -> Result<VcpuFd, KvmError> {
+pub fn create_vcpu(vm: &VmFd, state: &EntryState) -> Result<VcpuFd, KvmError> {
     let vcpu = vm.create_vcpu(0).map_err(ioctl("create a vCPU"))?;
     // KVM checks EFER.LME and NXE against the guest's CPUID, so the guest
     // must be told it has long mode before the registers go in.
-    let cpuid = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(ioctl("report its CPUID"))?;
-    vcpu.set_cpuid2(&cpuid)
+    vcpu.set_cpuid2(&minimal_cpuid()?)
         .map_err(ioctl("set the vCPU's CPUID"))?;
 
     let mut sregs = vcpu.get_sregs().map_err(ioctl("read special registers"))?;
@@ -138,6 +135,39 @@ pub fn create_vcpu(kvm: &Kvm, vm: &VmFd, state: &EntryState) -> Result<VcpuFd, K
     };
     vcpu.set_regs(&regs).map_err(ioctl("set registers"))?;
     Ok(vcpu)
+}
+
+/// CPUID leaf 1 EDX: FPU TSC MSR PAE CX8 CMOV FXSR SSE SSE2, the baseline
+/// every x86-64 CPU has.
+const LEAF1_EDX: u32 =
+    1 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 8 | 1 << 15 | 1 << 24 | 1 << 25 | 1 << 26;
+/// CPUID leaf 0x8000_0001 EDX: NX and LM.
+const EXT1_EDX: u32 = 1 << 20 | 1 << 29;
+
+/// The guest's CPUID: just what KVM checks EFER.LME and EFER.NXE against.
+/// Asking KVM for its full supported table costs ~50 us on a nested host
+/// (each leaf is a trapped CPUID), and a guest at CPL 3 with no SSE needs
+/// none of the rest.
+fn minimal_cpuid() -> Result<CpuId, KvmError> {
+    let vendor = std::arch::x86_64::__cpuid(0);
+    let leaf = |function, eax, ebx, ecx, edx| kvm_cpuid_entry2 {
+        function,
+        eax,
+        ebx,
+        ecx,
+        edx,
+        ..Default::default()
+    };
+    let entries = [
+        leaf(0, 1, vendor.ebx, vendor.ecx, vendor.edx),
+        leaf(1, 0, 0, 0, LEAF1_EDX),
+        leaf(0x8000_0000, 0x8000_0001, 0, 0, 0),
+        leaf(0x8000_0001, 0, 0, 0, EXT1_EDX),
+    ];
+    CpuId::from_entries(&entries).map_err(|_| KvmError::Ioctl {
+        what: "build the CPUID table",
+        source: kvm_ioctls::Error::new(libc::EINVAL),
+    })
 }
 
 /// The guest's TSC frequency in Hz.

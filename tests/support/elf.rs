@@ -71,7 +71,10 @@ pub struct Elf {
 impl Elf {
     pub fn read(path: &Path) -> Elf {
         let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {path:?}: {e}"));
-        assert!(bytes.starts_with(b"\x7fELF") && bytes.len() > 64, "{path:?} is no ELF");
+        assert!(
+            bytes.starts_with(b"\x7fELF") && bytes.len() > 64,
+            "{path:?} is no ELF"
+        );
         Elf { bytes }
     }
 
@@ -150,7 +153,10 @@ impl Elf {
     /// Index of the first program header `pred` accepts.
     pub fn find(&self, pred: impl Fn(&Phdr) -> bool) -> usize {
         let phdrs = self.phdrs();
-        phdrs.iter().position(pred).unwrap_or_else(|| panic!("no such program header in {phdrs:#x?}"))
+        phdrs
+            .iter()
+            .position(pred)
+            .unwrap_or_else(|| panic!("no such program header in {phdrs:#x?}"))
     }
 
     /// Edits the first program header `pred` accepts.
@@ -180,9 +186,7 @@ impl Elf {
     /// (8-byte aligned) with room for one more entry; nothing else moves.
     pub fn push_phdr(&mut self, p: Phdr) {
         let old = self.bytes[self.phoff()..self.phoff() + self.phnum() * PHDR_SIZE].to_vec();
-        while self.bytes.len() % 8 != 0 {
-            self.bytes.push(0);
-        }
+        self.bytes.resize(self.bytes.len().next_multiple_of(8), 0);
         let new_off = self.bytes.len();
         self.bytes.extend_from_slice(&old);
         self.bytes.extend_from_slice(&[0; PHDR_SIZE]);

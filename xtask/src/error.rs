@@ -47,6 +47,9 @@ pub enum Error {
         /// Why.
         why: String,
     },
+    /// Some of the checks of `cargo xtask test` failed.
+    #[error("these checks failed: {0}")]
+    ChecksFailed(String),
     /// A benchmark failed.
     #[error("bench: {0}")]
     Bench(String),

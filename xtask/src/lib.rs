@@ -3,6 +3,8 @@
 //! (`cargo xtask ...`) is a thin CLI over it; the integration tests use
 //! [`guest::build`] and [`monitor::build`] to get fresh images and monitor.
 
+#![warn(missing_docs)]
+
 pub mod bench;
 mod cmd;
 pub mod error;

@@ -7,8 +7,18 @@ use crate::{cmd, target_dir, Error, Result};
 /// Environment variable naming a `flint` binary to use instead of building.
 pub const FLINT_BIN: &str = "FLINT_BIN";
 
-/// Returns the `flint` binary: `$FLINT_BIN` if set, else the result of
-/// `cargo build --release -p host-monitor` (`target/release/flint`).
+/// The host triple the monitor is built for.
+pub const HOST_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Returns the `flint` binary: `$FLINT_BIN` if set, else a release build of
+/// `host-monitor`, statically linked, at
+/// `target/x86_64-unknown-linux-gnu/release/flint`.
+///
+/// Static, because the dynamic loader costs ~90 µs of every `flint run` on
+/// these machines, a fifth of a cold start. The explicit `--target` keeps
+/// `+crt-static` away from proc-macro crates, which cannot be built with it;
+/// a plain `cargo build --release -p host-monitor` still gives a working,
+/// dynamically linked `target/release/flint`.
 pub fn build() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os(FLINT_BIN) {
         return Ok(PathBuf::from(bin));
@@ -16,12 +26,14 @@ pub fn build() -> Result<PathBuf> {
     cmd::run(
         cmd::cargo()
             .args(["build", "--quiet", "--release", "--package", "host-monitor"])
+            .args(["--target", HOST_TARGET])
             .arg("--target-dir")
             .arg(target_dir())
             // Guest flags must never leak into the host build.
-            .env_remove("CARGO_ENCODED_RUSTFLAGS"),
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env("RUSTFLAGS", "-C target-feature=+crt-static"),
     )?;
-    let bin = target_dir().join("release").join("flint");
+    let bin = target_dir().join(HOST_TARGET).join("release").join("flint");
     if bin.is_file() {
         Ok(bin)
     } else {

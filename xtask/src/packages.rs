@@ -66,3 +66,14 @@ pub fn ensure(wanted: &[(&str, &str)]) -> Result<()> {
     cmd::run(&mut apt(&["update", "-q"]))?;
     cmd::run(apt(&["install", "-y", "-q", "--no-install-recommends"]).args(&missing))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::on_path;
+
+    #[test]
+    fn finds_programs_on_path_only() {
+        assert!(on_path("sh"));
+        assert!(!on_path("no-such-program-for-flint"));
+    }
+}

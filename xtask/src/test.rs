@@ -6,7 +6,9 @@
 //! the workspace with `FLINT_BIN` and `FLINT_IMAGE_DIR` pointing at what it
 //! built.
 
-use crate::{cmd, guest, monitor, packages, toolchain, Result};
+use std::process::Command;
+
+use crate::{cmd, guest, monitor, packages, toolchain, Error, Result};
 
 /// Runs the whole test suite.
 pub fn run() -> Result<()> {
@@ -22,12 +24,18 @@ pub fn run() -> Result<()> {
         eprintln!("        {}", image.display());
     }
 
-    step("cargo fmt --check");
-    cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))?;
-    step("cargo clippy");
-    cmd::run(
-        cmd::cargo()
-            .args([
+    // Every check runs even when an earlier one fails, so one run shows
+    // everything that is wrong; the tests go last, so their summary ends
+    // the output.
+    let checks: [(&str, Command); 3] = [
+        ("cargo fmt --check", {
+            let mut c = cmd::cargo();
+            c.args(["fmt", "--all", "--check"]);
+            c
+        }),
+        ("cargo clippy", {
+            let mut c = cmd::cargo();
+            c.args([
                 "clippy",
                 "--quiet",
                 "--workspace",
@@ -35,17 +43,33 @@ pub fn run() -> Result<()> {
                 "--",
                 "-D",
                 "warnings",
-            ])
-            .env_remove("CARGO_ENCODED_RUSTFLAGS"),
-    )?;
-    step("cargo test");
-    cmd::run(
-        cmd::cargo()
-            .args(["test", "--workspace"])
-            .env(monitor::FLINT_BIN, &flint)
-            .env("FLINT_IMAGE_DIR", guest::image_dir())
-            .env_remove("CARGO_ENCODED_RUSTFLAGS"),
-    )
+            ]);
+            c
+        }),
+        ("cargo test", {
+            let mut c = cmd::cargo();
+            c.args(["test", "--workspace"])
+                .env(monitor::FLINT_BIN, &flint)
+                .env("FLINT_IMAGE_DIR", guest::image_dir());
+            c
+        }),
+    ];
+    let mut failed = Vec::new();
+    for (name, mut check) in checks {
+        step(name);
+        // Guest flags must never reach host builds.
+        check.env_remove("CARGO_ENCODED_RUSTFLAGS");
+        if let Err(e) = cmd::run(&mut check) {
+            eprintln!("xtask: {e}");
+            failed.push(name);
+        }
+    }
+    if failed.is_empty() {
+        eprintln!("xtask: all checks passed");
+        Ok(())
+    } else {
+        Err(Error::ChecksFailed(failed.join(", ")))
+    }
 }
 
 fn step(what: &str) {

@@ -9,7 +9,7 @@ use core::arch::asm;
 use guest_kernel::{boot_info, hypercall, println};
 use hypercall_abi::{Hypercall, HYPERCALL_PAGE, PAGE_SIZE};
 
-use crate::{boot_info_addr, faults, rodata_addr};
+use crate::{boot_info_addr, rodata_addr, text_addr};
 
 /// CLOCK writes its whole block, so it needs a writable one.
 const CLOCK: u64 = Hypercall::Clock.nr();
@@ -20,7 +20,7 @@ pub fn run(case: &str) -> i32 {
     // A valid, 8-byte-aligned, writable block big enough for any hypercall.
     let mut good = [0u64; 8];
     let good = &mut good as *mut [u64; 8] as u64;
-    let text = faults::probe_null_deref as usize as u64;
+    let text = text_addr();
     let (nr, block) = match case {
         "unaligned" => (CLOCK, good + 4),
         "text" => (CLOCK, text),
@@ -37,8 +37,7 @@ pub fn run(case: &str) -> i32 {
         "nr63" => (63, good),
         "nr64" => (64, good),
         "nr511" => (511, good),
-        "load" | "store32" | "store8" | "store-misaligned" | "store-next-page"
-        | "store-no-ram" => {
+        "load" | "store32" | "store8" | "store-misaligned" | "store-next-page" | "store-no-ram" => {
             println!("about to {case}");
             odd_access(case, good);
             println!("probe: survived {case}");

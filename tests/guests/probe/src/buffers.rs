@@ -16,7 +16,7 @@ use hypercall_abi::{
     HYPERCALL_PAGE, PAGE_SIZE,
 };
 
-use crate::{boot_info_addr, faults, rodata_addr};
+use crate::{boot_info_addr, rodata_addr, text_addr};
 
 /// What `ret` holds before the call: any answer the monitor writes differs.
 const UNTOUCHED: i64 = 0x5a5a;
@@ -34,20 +34,69 @@ fn call<T: Copy>(call: Hypercall, mut block: T) -> T {
 }
 
 fn console(buf: u64, len: u64) -> i64 {
-    call(Hypercall::ConsoleWrite, ConsoleWriteBlock { buf, len, ret: UNTOUCHED }).ret
+    call(
+        Hypercall::ConsoleWrite,
+        ConsoleWriteBlock {
+            buf,
+            len,
+            ret: UNTOUCHED,
+        },
+    )
+    .ret
 }
 
 fn random(buf: u64, len: u64) -> i64 {
-    call(Hypercall::Random, RandomBlock { buf, len, ret: UNTOUCHED }).ret
+    call(
+        Hypercall::Random,
+        RandomBlock {
+            buf,
+            len,
+            ret: UNTOUCHED,
+        },
+    )
+    .ret
 }
 
 fn net_write(buf: u64, len: u64) -> i64 {
-    call(Hypercall::NetWrite, NetWriteBlock { buf, len, ret: UNTOUCHED }).ret
+    call(
+        Hypercall::NetWrite,
+        NetWriteBlock {
+            buf,
+            len,
+            ret: UNTOUCHED,
+        },
+    )
+    .ret
 }
 
 fn net_read(buf: u64, cap: u64) -> (i64, u64) {
-    let block = call(Hypercall::NetRead, NetReadBlock { buf, cap, len: 77, ret: UNTOUCHED });
+    let block = call(
+        Hypercall::NetRead,
+        NetReadBlock {
+            buf,
+            cap,
+            len: 77,
+            ret: UNTOUCHED,
+        },
+    );
     (block.ret, block.len)
+}
+
+/// Writes all of `bytes` with CONSOLE_WRITE, again after short writes,
+/// bypassing the kernel's line buffer; returns how many calls it took.
+pub fn write_all(mut bytes: &[u8]) -> usize {
+    let mut calls = 0;
+    while !bytes.is_empty() {
+        calls += 1;
+        let taken = hypercall::console_write(bytes);
+        if taken <= 0 {
+            println!();
+            println!("probe: CONSOLE_WRITE returned {taken}");
+            guest_kernel::exit(3);
+        }
+        bytes = &bytes[(taken as usize).min(bytes.len())..];
+    }
+    calls
 }
 
 /// A PANIC whose message is wherever the test says.
@@ -70,7 +119,7 @@ fn snapshot(addr: u64, len: usize) -> [u8; 64] {
 
 /// RANDOM into `[addr, addr + len)`, of which the first `readable` bytes are
 /// ours to read back: reports `ret` and whether they are unchanged.
-fn random_into_readonly(case: &str, addr: u64, len: u64, readable: usize) {
+fn random_unchanged(case: &str, addr: u64, len: u64, readable: usize) {
     let before = snapshot(addr, readable);
     let ret = random(addr, len);
     let after = snapshot(addr, readable);
@@ -82,7 +131,7 @@ pub fn run(case: &str) -> i32 {
     let info = boot_info();
     let mem = info.mem_size;
     let guard = info.heap_end;
-    let text = faults::probe_null_deref as usize as u64;
+    let text = text_addr();
     match case {
         "console-page0" => report(case, console(0x10, 4)),
         "console-past-ram" => report(case, console(mem - 2, 4)),
@@ -108,24 +157,51 @@ pub fn run(case: &str) -> i32 {
             }
             println!("{case} checked={checked} not_efault={readable}");
         }
-        "random-text" => random_into_readonly(case, text, 16, 16),
-        "random-rodata" => random_into_readonly(case, rodata_addr(), 16, 16),
-        "random-bootinfo" => random_into_readonly(case, boot_info_addr(), 16, 16),
-        "random-bootinfo-seed" => {
-            random_into_readonly(case, boot_info_addr() + 120, 32, 32);
+        "console-edges" => {
+            // Buffers that touch the edge of a readable range but stay in
+            // it: the monitor must take them (no off-by-one).
+            let edges = [
+                ("ram-end", mem - 4),
+                ("heap-end", guard - 4),
+                ("stack-bottom", guard + PAGE_SIZE),
+                ("bootinfo", boot_info_addr()),
+                ("cmdline", info.cmdline),
+                ("text", text_addr()),
+                ("rodata", rodata_addr()),
+            ];
+            let rets = edges.map(|(_, addr)| console(addr, 4));
+            println!();
+            for ((name, addr), ret) in edges.iter().zip(rets) {
+                println!("{case} {name} addr={addr:#x} ret={ret}");
+            }
         }
-        "random-cmdline" => random_into_readonly(case, info.cmdline, info.cmdline_len, 64),
-        "random-straddle-ram-end" => random_into_readonly(case, mem - 8, 16, 8),
+        "random-edges" => {
+            // The last bytes of the heap are the guest's to write.
+            let ret = random(guard - 16, 16);
+            println!("{case} heap-end ret={ret}");
+        }
+        "random-text" => random_unchanged(case, text, 16, 16),
+        "random-rodata" => random_unchanged(case, rodata_addr(), 16, 16),
+        "random-bootinfo" => random_unchanged(case, boot_info_addr(), 16, 16),
+        "random-bootinfo-seed" => {
+            random_unchanged(case, boot_info_addr() + 120, 32, 32);
+        }
+        "random-cmdline" => random_unchanged(case, info.cmdline, info.cmdline_len, 64),
+        "random-straddle-ram-end" => random_unchanged(case, mem - 8, 16, 8),
         "random-straddle-guard" => {
             // Starts in the heap (writable), runs on into the guard page:
             // the monitor must refuse it whole, not fill the heap part.
-            random_into_readonly(case, guard - 8, 16, 8)
+            random_unchanged(case, guard - 8, 16, 8)
         }
         "random-guard" => report(case, random(guard, 16)),
         "random-too-long" => {
             let buf = vec![0u8; 4097];
             let ret = random(buf.as_ptr() as u64, 4097);
-            let unchanged = if buf.iter().all(|&b| b == 0) { "yes" } else { "no" };
+            let unchanged = if buf.iter().all(|&b| b == 0) {
+                "yes"
+            } else {
+                "no"
+            };
             println!("{case} ret={ret} unchanged={unchanged}");
         }
         "random-ok" => {

@@ -21,7 +21,9 @@ pub extern "C" fn probe_null_deref() -> u64 {
     let value: u64;
     // SAFETY: deliberately faults: page 0 is never mapped (ABI.md section
     // 2), so the monitor stops the instance at this load.
-    unsafe { asm!("mov {v}, qword ptr [{a}]", a = in(reg) 0u64, v = out(reg) value, options(nostack, readonly)) };
+    unsafe {
+        asm!("mov {v}, qword ptr [{a}]", a = in(reg) 0u64, v = out(reg) value, options(nostack, readonly))
+    };
     value
 }
 
@@ -63,7 +65,9 @@ pub extern "C" fn probe_recurse(depth: u64) -> u64 {
 pub extern "C" fn probe_read(target: u64) -> u8 {
     let value: u8;
     // SAFETY: deliberately faults: `target` is not mapped.
-    unsafe { asm!("mov {v}, byte ptr [{t}]", t = in(reg) target, v = out(reg_byte) value, options(nostack, readonly)) };
+    unsafe {
+        asm!("mov {v}, byte ptr [{t}]", t = in(reg) target, v = out(reg_byte) value, options(nostack, readonly))
+    };
     value
 }
 
@@ -101,7 +105,7 @@ pub fn run(case: &str) -> i32 {
             black_box(probe_null_deref());
         }
         "write-text" => {
-            let target = probe_null_deref as usize as u64;
+            let target = probe_null_deref as *const () as u64;
             println!("target={target:#x}");
             probe_write(target);
         }

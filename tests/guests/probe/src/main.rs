@@ -11,7 +11,10 @@
 //! | `bootinfo` | reports every `BootInfo` field |
 //! | `clock` | checks CLOCK, the TSC clock and POLL |
 //! | `random` | reports host entropy, the seed and the PRNG |
-//! | `panic`, `panic-bytes`, `panic-long`, `panic-unreadable`, `panic-straddle` | PANIC |
+//! | `panic`, `panic-bytes`, `panic-empty`, `panic-long`, `panic-unreadable`, `panic-straddle` | PANIC |
+//! | `oom` | allocates more than the heap |
+//! | `poll-forever` | POLL with no deadline, again and again |
+//! | `console-bytes`, `console-big` | all 256 byte values; 256 KiB of output |
 //! | `buf CASE` | a hypercall with a bad buffer ([`buffers`]); goes on |
 //! | `block CASE` | a broken hypercall ([`blocks`]); must be stopped |
 //! | `fault CASE` | a CPU exception ([`faults`]); must be stopped |
@@ -36,12 +39,22 @@ use guest_kernel::{boot_info, hypercall, print, println, time, Args};
 
 guest_kernel::entry!(main);
 
-/// Read-only data for the tests that aim at it (`.rodata`).
-pub static RODATA: [u8; 64] = [0x42; 64];
+/// Read-only data for the tests that aim at it (`.rodata`), aligned so
+/// that it can pose as an argument block.
+pub static RODATA: Aligned = Aligned([0x42; 64]);
+
+/// 64 bytes, 64-byte aligned.
+#[repr(C, align(64))]
+pub struct Aligned(pub [u8; 64]);
 
 /// The address of [`RODATA`], hidden from the optimiser.
 pub fn rodata_addr() -> u64 {
-    black_box(&RODATA).as_ptr() as u64
+    black_box(&RODATA).0.as_ptr() as u64
+}
+
+/// An 8-byte-aligned address in the text segment.
+pub fn text_addr() -> u64 {
+    black_box(faults::probe_null_deref as *const () as u64) & !7
 }
 
 /// The address of the `BootInfo` the monitor passed.
@@ -86,9 +99,33 @@ fn main(args: Args) -> i32 {
             panic!("probe panic {n}")
         }
         "panic-bytes" => hypercall::panic_msg(b"bad\xff\x01\x1b[31m\nend \xc3\xa9 ok"),
+        "panic-empty" => hypercall::panic_msg(b""),
         "panic-long" => hypercall::panic_msg(&[b'a'; 5000]),
         "panic-unreadable" => buffers::panic_raw(0x10, 16),
         "panic-straddle" => buffers::panic_raw(boot_info().mem_size - 4, 100),
+        "oom" => {
+            // More than the whole heap: the allocator fails, and the kernel
+            // turns that into a panic.
+            let huge = alloc::vec::Vec::<u8>::with_capacity(black_box(64 << 20));
+            black_box(huge.as_ptr());
+            println!("probe: allocated 64 MiB from a 16 MiB guest");
+            3
+        }
+        "poll-forever" => loop {
+            hypercall::poll(u64::MAX);
+        },
+        "console-bytes" => {
+            let all: [u8; 256] = core::array::from_fn(|i| i as u8);
+            buffers::write_all(&all);
+            0
+        }
+        "console-big" => {
+            let big: alloc::vec::Vec<u8> =
+                (0..256 << 10).map(|i: u32| (i * 7 % 251) as u8).collect();
+            let calls = buffers::write_all(&big);
+            black_box(calls);
+            0
+        }
         "buf" => buffers::run(first),
         "block" => blocks::run(first),
         "fault" => faults::run(first),
