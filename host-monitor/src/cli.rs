@@ -1,12 +1,13 @@
 //! The `flint` command line.
 
 use clap::{Args, Parser, Subcommand};
+use hypercall_abi::{MEM_SIZE_MAX, PAGE_SIZE, STACK_SIZE_MIN};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Run Flint unikernel images as KVM micro-VMs.
 #[derive(Debug, Parser)]
-#[command(name = "flint", version, about, long_about = None)]
+#[command(name = "flint", version)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -30,11 +31,11 @@ suffixes (powers of 1024). Set FLINT_TIMINGS=1 for the same output as --timings.
 pub struct RunArgs {
     /// Guest RAM (a multiple of 4K, at most 3G); it is mapped lazily, so
     /// untouched memory costs the host nothing.
-    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_mem)]
     pub mem: u64,
 
     /// Guest stack size (a multiple of 4K, at least 16K).
-    #[arg(long, value_name = "SIZE", default_value = "256K", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "256K", value_parser = parse_stack)]
     pub stack: u64,
 
     /// Stop the guest after SECS seconds of wall time (status 124).
@@ -76,6 +77,28 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{text}' is not a positive size that fits in 64 bits"))
 }
 
+/// Parses `--mem`: a size, a multiple of 4 KiB, at most 3 GiB.
+pub fn parse_mem(text: &str) -> Result<u64, String> {
+    let size = parse_size(text)?;
+    if !size.is_multiple_of(PAGE_SIZE) || size > MEM_SIZE_MAX {
+        return Err(format!(
+            "guest RAM must be a multiple of 4K and at most 3G, not {text}"
+        ));
+    }
+    Ok(size)
+}
+
+/// Parses `--stack`: a size, a multiple of 4 KiB, at least 16 KiB.
+pub fn parse_stack(text: &str) -> Result<u64, String> {
+    let size = parse_size(text)?;
+    if !size.is_multiple_of(PAGE_SIZE) || size < STACK_SIZE_MIN {
+        return Err(format!(
+            "the stack must be a multiple of 4K and at least 16K, not {text}"
+        ));
+    }
+    Ok(size)
+}
+
 /// Parses a positive number of seconds, e.g. `5` or `0.5`.
 pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     text.trim()
@@ -104,6 +127,16 @@ mod tests {
         for bad in ["", "abc", "0", "16X", "-1", "99999999999999999999G", "1.5M"] {
             assert!(parse_size(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn mem_and_stack_sizes_follow_the_layout_rules() {
+        assert_eq!(parse_mem("3G"), Ok(3 << 30));
+        assert!(parse_mem("5G").is_err());
+        assert!(parse_mem("6000").is_err());
+        assert_eq!(parse_stack("16K"), Ok(16 << 10));
+        assert!(parse_stack("8K").is_err());
+        assert!(parse_stack("20000").is_err());
     }
 
     #[test]

@@ -11,15 +11,17 @@ fn main() {
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             e.exit()
         }
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // `flint` alone: the help is the most useful answer, but nothing ran.
+            let _ = e.print();
+            std::process::exit(STATUS_START_FAILED);
+        }
         Err(e) => {
             // One line, and status 125 (not clap's 2): a bad option is the
             // monitor refusing to start, like a bad image.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!(
-                "flint: {}; see 'flint run --help'",
-                first.trim_start_matches("error: ")
-            );
+            let message = one_line(&text);
+            eprintln!("flint: {message}; see 'flint run --help'");
             std::process::exit(STATUS_START_FAILED);
         }
     };
@@ -27,4 +29,20 @@ fn main() {
         Command::Run(args) => host_monitor::run::run(args),
     };
     std::process::exit(status);
+}
+
+/// Clap's error as one line: its first paragraph, without the usage text.
+fn one_line(text: &str) -> String {
+    let paragraph: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
+        .collect();
+    let joined = paragraph.join(" ");
+    let message = joined.trim_start_matches("error: ").trim();
+    if message.is_empty() {
+        "invalid arguments".to_owned()
+    } else {
+        message.to_owned()
+    }
 }

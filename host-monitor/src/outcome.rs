@@ -40,6 +40,7 @@ impl Outcome {
     pub fn verdict(&self) -> Option<String> {
         match self {
             Outcome::Exited(_) => None,
+            Outcome::Panicked(msg) if msg.is_empty() => Some("guest panicked (no message)".into()),
             Outcome::Panicked(msg) => Some(format!("guest panicked: {msg}")),
             Outcome::TimedOut(after) => Some(format!(
                 "flint: instance timed out after {} s (--timeout)",

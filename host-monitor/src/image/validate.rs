@@ -32,8 +32,10 @@ pub enum ImageError {
 /// One broken rule; each message names what is wrong with the file.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Problem {
-    #[error("not an ELF file or truncated ELF header ({0})")]
+    #[error("{0}")]
     Parse(String),
+    #[error("e_phnum is 0xffff (PN_XNUM); a Flint image has fewer than 65535 program headers")]
+    TooManyProgramHeaders,
     #[error("ELF class is 32-bit; Flint images are ELF64")]
     NotElf64,
     #[error("ELF is big-endian; Flint images are little-endian")]
@@ -110,8 +112,7 @@ pub(super) struct Checked {
 
 /// Checks `bytes` against ABI.md section 1 for a guest of `mem_size` bytes.
 pub(super) fn validate(bytes: &[u8], mem_size: u64) -> Result<Checked, Problem> {
-    let file =
-        ElfBytes::<AnyEndian>::minimal_parse(bytes).map_err(|e| Problem::Parse(e.to_string()))?;
+    let file = ElfBytes::<AnyEndian>::minimal_parse(bytes).map_err(parse_problem)?;
     let header = &file.ehdr;
     if header.class != Class::ELF64 {
         return Err(Problem::NotElf64);
@@ -124,6 +125,11 @@ pub(super) fn validate(bytes: &[u8], mem_size: u64) -> Result<Checked, Problem> 
     }
     if header.e_type != abi::ET_EXEC {
         return Err(Problem::NotExec(header.e_type));
+    }
+    // PN_XNUM moves the real count into section header 0, which a static
+    // image never needs; refuse it rather than trust a second table.
+    if header.e_phnum == abi::PN_XNUM {
+        return Err(Problem::TooManyProgramHeaders);
     }
     let headers = file.segments().ok_or(Problem::NoProgramHeaders)?;
 
@@ -240,9 +246,7 @@ fn flint_note(
     file: &ElfBytes<AnyEndian>,
     phdr: &elf::segment::ProgramHeader,
 ) -> Result<Option<u32>, Problem> {
-    let notes = file
-        .segment_data_as_notes(phdr)
-        .map_err(|e| Problem::Parse(e.to_string()))?;
+    let notes = file.segment_data_as_notes(phdr).map_err(parse_problem)?;
     for note in notes {
         let elf::note::Note::Unknown(any) = note else {
             continue;
@@ -258,4 +262,23 @@ fn flint_note(
         return Ok(Some(u32::from_le_bytes(desc)));
     }
     Ok(None)
+}
+
+/// The elf crate's parse errors, as sentences about the file.
+fn parse_problem(error: elf::ParseError) -> Problem {
+    use elf::ParseError as E;
+    Problem::Parse(match error {
+        E::BadMagic(_) => "not an ELF file (bad magic number)".to_owned(),
+        E::UnsupportedElfClass(class) => format!("unknown ELF class {class}"),
+        E::UnsupportedElfEndianness(data) => format!("unknown ELF data encoding {data}"),
+        E::UnsupportedVersion((found, _)) => format!("unknown ELF version {found}"),
+        E::SliceReadError((start, end)) => format!(
+            "truncated: a header, table or note at bytes [{start:#x}, {end:#x}) lies past the end of the file"
+        ),
+        E::IntegerOverflow => "a header offset or size overflows".to_owned(),
+        E::BadEntsize((found, expected)) => {
+            format!("table entry size is {found}, expected {expected}")
+        }
+        other => format!("malformed ELF ({other})"),
+    })
 }
