@@ -12,8 +12,9 @@ fn main() {
             e.exit()
         }
         Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            // `flint` alone: the help is the most useful answer, but nothing ran.
-            let _ = e.print();
+            // `flint` alone. Still one line: ABI.md section 5 promises
+            // exactly one stderr line with every status the monitor decides.
+            eprintln!("flint: no command given; try 'flint run --help' or 'flint --help'");
             std::process::exit(STATUS_START_FAILED);
         }
         Err(e) => {
