@@ -120,11 +120,8 @@ pub fn create_vcpu(vm: &VmFd, state: &EntryState) -> Result<VcpuFd, KvmError> {
         data: 0,
         ..Default::default()
     });
-    let msrs = Msrs::from_entries(&zeroed).map_err(|_| KvmError::Ioctl {
-        what: "build the MSR list",
-        source: kvm_ioctls::Error::new(libc::EINVAL),
-    })?;
-    vcpu.set_msrs(&msrs).map_err(ioctl("set MSRs"))?;
+    vcpu.set_msrs(&msr_list(&zeroed)?)
+        .map_err(ioctl("set MSRs"))?;
 
     let regs = kvm_regs {
         rip: state.entry,
@@ -180,15 +177,20 @@ pub fn tsc_hz(vcpu: &VcpuFd) -> Result<u64, KvmError> {
 
 /// The guest's TSC now.
 pub fn guest_tsc(vcpu: &VcpuFd) -> Result<u64, KvmError> {
-    let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
+    let mut msrs = msr_list(&[kvm_msr_entry {
         index: MSR_IA32_TSC,
         ..Default::default()
-    }])
-    .map_err(|_| KvmError::Ioctl {
-        what: "build the MSR list",
-        source: kvm_ioctls::Error::new(libc::EINVAL),
-    })?;
+    }])?;
     vcpu.get_msrs(&mut msrs)
         .map_err(ioctl("read the guest TSC"))?;
     Ok(msrs.as_slice()[0].data)
+}
+
+/// A KVM MSR list holding `entries`.
+fn msr_list(entries: &[kvm_msr_entry]) -> Result<Msrs, KvmError> {
+    // Only fails for more entries than the list type holds, a monitor bug.
+    Msrs::from_entries(entries).map_err(|_| KvmError::Ioctl {
+        what: "build the MSR list",
+        source: kvm_ioctls::Error::new(libc::EINVAL),
+    })
 }
