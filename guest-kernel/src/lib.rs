@@ -4,8 +4,9 @@
 //! at CPL 3 inside a KVM micro-VM, as `shared/ABI.md` describes, and gives it
 //! what a small program needs: a console ([`print!`], [`println!`] and a
 //! `log` backend), a heap (`alloc` works), time ([`time`]), entropy
-//! ([`random`]), its command-line arguments ([`Args`]) and [`exit`]. All I/O
-//! goes to the host monitor through hypercalls ([`hypercall`]).
+//! ([`random`]), TCP/IP networking ([`net`]), its command-line arguments
+//! ([`Args`]) and [`exit`]. All I/O goes to the host monitor through
+//! hypercalls ([`hypercall`]).
 //!
 //! An app is a binary crate whose root looks like this:
 //!
@@ -30,6 +31,7 @@
 #![no_std]
 #![warn(missing_docs)]
 
+extern crate alloc;
 #[cfg(not(target_os = "none"))]
 extern crate std;
 
@@ -39,6 +41,7 @@ mod entry;
 pub mod heap;
 pub mod hypercall;
 mod logger;
+pub mod net;
 mod note;
 #[cfg(target_os = "none")]
 mod panic;

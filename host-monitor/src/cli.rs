@@ -1,7 +1,12 @@
 //! The `flint` command line.
 
+use crate::net::spec::{
+    parse_cidr, parse_gateway, parse_mac, parse_net_mode, parse_publish, Cidr, Mac, NetArgs,
+    NetMode, Publish,
+};
 use clap::{Args, Parser, Subcommand};
 use hypercall_abi::{MEM_SIZE_MAX, PAGE_SIZE, STACK_SIZE_MIN};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,10 +29,7 @@ pub enum Command {
 
 /// Options of `flint run`.
 #[derive(Debug, Args)]
-#[command(
-    after_help = "Guest console output goes to stdout. Sizes accept K, M and G \
-suffixes (powers of 1024). Set FLINT_TIMINGS=1 for the same output as --timings."
-)]
+#[command(after_help = RUN_AFTER_HELP)]
 pub struct RunArgs {
     /// Guest RAM (a multiple of 4K, at most 3G); it is mapped lazily, so
     /// untouched memory costs the host nothing.
@@ -46,6 +48,34 @@ pub struct RunArgs {
     #[arg(long)]
     pub timings: bool,
 
+    /// Network device: none (the default without --publish), user (the
+    /// monitor's rootless network; the default with --publish) or tap:NAME
+    /// (a TAP device, created if missing; needs CAP_NET_ADMIN and --ip).
+    #[arg(long, value_name = "MODE", value_parser = parse_net_mode)]
+    pub net: Option<NetMode>,
+
+    /// Forward TCP connections to HOST_IP:HOST_PORT on the host (HOST_IP
+    /// defaults to 127.0.0.1) to the guest's GUEST_PORT; repeatable;
+    /// implies --net user.
+    #[arg(long, value_name = "[HOST_IP:]HOST_PORT:GUEST_PORT", value_parser = parse_publish)]
+    pub publish: Vec<Publish>,
+
+    /// The guest's IPv4 address and prefix length (user mode: 10.0.2.15/24).
+    #[arg(long, value_name = "ADDR/PREFIX", value_parser = parse_cidr)]
+    pub ip: Option<Cidr>,
+
+    /// The guest's default gateway (user mode: 10.0.2.2, the monitor).
+    #[arg(long, value_name = "ADDR", value_parser = parse_gateway)]
+    pub gateway: Option<Ipv4Addr>,
+
+    /// The guest's MAC address (default 52:54:00:12:34:56).
+    #[arg(long, value_name = "MAC", value_parser = parse_mac)]
+    pub mac: Option<Mac>,
+
+    /// Print VM exits, hypercalls and network counters to stderr at the end.
+    #[arg(long)]
+    pub stats: bool,
+
     /// The Flint image (an ELF built by `cargo xtask build <app>`).
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,
@@ -54,6 +84,35 @@ pub struct RunArgs {
     /// guest's command line (at most 4096 bytes).
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
+}
+
+const RUN_AFTER_HELP: &str = "\
+Guest console output goes to stdout. Sizes accept K, M and G suffixes (powers of 1024). \
+Set FLINT_TIMINGS=1 for the same output as --timings, FLINT_STATS=1 for --stats.
+
+Networking:
+  --net user (implied by --publish) needs no privileges. The monitor is the guest's
+  gateway and the guest is reachable only through the --publish ports; it gets
+      address 10.0.2.15/24, gateway 10.0.2.2 (the monitor: answers ARP and ping),
+      MAC 52:54:00:12:34:56, MTU 1500
+  unless --ip, --gateway or --mac say otherwise.
+  --net tap:NAME attaches TAP device NAME; the MTU is the device's, the address must
+  be given with --ip ADDR/PREFIX (and --gateway if the guest needs one).
+
+Example:
+  flint run --publish 127.0.0.1:8080:80 target/flint/http.elf";
+
+impl RunArgs {
+    /// The network options, for [`crate::net::spec::resolve`].
+    pub fn net_args(&self) -> NetArgs {
+        NetArgs {
+            mode: self.net.clone(),
+            publish: self.publish.clone(),
+            ip: self.ip,
+            gateway: self.gateway,
+            mac: self.mac,
+        }
+    }
 }
 
 /// Parses `4096`, `64K`, `16M`, `1G` (also `16MiB`, `16m`).

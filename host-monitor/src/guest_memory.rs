@@ -125,6 +125,15 @@ impl GuestRam {
         Ok(buf)
     }
 
+    /// Checks that the guest could read `len` bytes at `gpa`.
+    pub fn check_readable(&self, gpa: u64, len: u64) -> Result<(), Efault> {
+        if len == 0 || self.layout.allows(gpa, len, Perm::RO) {
+            Ok(())
+        } else {
+            Err(Efault)
+        }
+    }
+
     /// Checks that the guest could write `len` bytes at `gpa`.
     pub fn check_writable(&self, gpa: u64, len: u64) -> Result<(), Efault> {
         if len == 0 || self.layout.allows(gpa, len, Perm::RW) {

@@ -8,8 +8,12 @@ use crate::guest_memory::{GuestRam, MemoryError};
 use crate::hypercall::{self, Console, Flow, InstanceClock, Services, Timeout};
 use crate::image::Image;
 use crate::layout::{low, Layout, LayoutError};
+use crate::net::spec::NetSetup;
+use crate::net::{NetDevice, NetError};
 use crate::outcome::Outcome;
 use crate::paging::{PageTables, TooManyTables};
+use crate::signals;
+use crate::stats::{CallCounts, ExitCounts, Stats};
 use crate::timings::Timings;
 use crate::vcpu::{self, EntryState, KvmError};
 use crate::watchdog::Watchdog;
@@ -34,6 +38,8 @@ pub struct Config {
     pub cmdline: String,
     /// Record the start-up phases.
     pub timings: bool,
+    /// The network device.
+    pub net: NetSetup,
 }
 
 /// Why an instance could not start (status 125).
@@ -51,6 +57,8 @@ pub enum StartError {
     Watchdog(std::io::Error),
     #[error("the host has no entropy for the guest's seed: {0}")]
     Entropy(getrandom::Error),
+    #[error(transparent)]
+    Net(#[from] NetError),
 }
 
 static NEXT_INSTANCE_ID: AtomicU64 = AtomicU64::new(1);
@@ -65,6 +73,7 @@ pub struct Instance<'i> {
     _kvm: Kvm,
     timings: Timings,
     watchdog: Option<Watchdog>,
+    exits: ExitCounts,
 }
 
 impl<'i> Instance<'i> {
@@ -85,6 +94,12 @@ impl<'i> Instance<'i> {
             config.stack_size,
             config.cmdline.len(),
         )?;
+        // The network first: a port that is taken should refuse the start
+        // before any VM is made.
+        let net = NetDevice::open(&config.net)?;
+        if net.is_some() {
+            timings.mark("network");
+        }
 
         let (segments, gdt_bytes) = gdt::segments();
         let entry = EntryState {
@@ -107,6 +122,7 @@ impl<'i> Instance<'i> {
             tsc_hz: vcpu::tsc_hz(&vcpu)?,
             instance_id: NEXT_INSTANCE_ID.fetch_add(1, Ordering::Relaxed),
             hypercalls: HYPERCALLS_V1,
+            net: net.as_ref().map(NetDevice::boot_config).unwrap_or_default(),
             ..BootInfo::default()
         };
         layout.describe(&mut boot, config.cmdline.len());
@@ -140,6 +156,9 @@ impl<'i> Instance<'i> {
             clock,
             console: Console::stdout(),
             timeout,
+            net,
+            idle: None,
+            calls: CallCounts::default(),
         };
         Ok(Instance {
             image,
@@ -149,19 +168,30 @@ impl<'i> Instance<'i> {
             _kvm: kvm,
             timings,
             watchdog,
+            exits: ExitCounts::default(),
         })
     }
 
-    /// Runs the guest until it exits, panics, faults or times out.
+    /// Runs the guest until it exits, panics, faults, times out or a stop
+    /// signal comes (if [`signals::install`] was called).
     pub fn run(&mut self) -> Outcome {
+        let immediate_exit = &mut self.vcpu.get_kvm_run().immediate_exit as *mut u8;
+        let wake_fd = self.services.net.as_ref().map_or(-1, NetDevice::wake_fd);
+        let _attached = signals::attach(immediate_exit, wake_fd);
         let mut first_exit = true;
         loop {
             if self.watchdog.as_ref().is_some_and(Watchdog::fired) {
                 return self.timed_out();
             }
+            if let Some(signo) = signals::stop_requested() {
+                return Outcome::Signalled(signo);
+            }
             let exit = match self.vcpu.run() {
                 Ok(exit) => Exit::from(exit),
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    self.exits.interrupted += 1;
+                    continue;
+                }
                 Err(e) => Exit::Failed(e),
             };
             if first_exit {
@@ -169,13 +199,24 @@ impl<'i> Instance<'i> {
                 self.timings.mark("first hypercall");
             }
             let flow = match exit {
-                Exit::Store { addr, data, len } => self.hypercall(addr, data, len),
+                Exit::Store { addr, data, len } => {
+                    self.exits.mmio_write += 1;
+                    self.hypercall(addr, data, len)
+                }
                 Exit::Load { addr } => {
+                    self.exits.mmio_read += 1;
                     Flow::Stop(self.broken(&format!("load from {}", describe_gpa(addr))))
                 }
-                Exit::Shutdown => Flow::Stop(self.exception()),
-                Exit::Interrupted => continue,
+                Exit::Shutdown => {
+                    self.exits.shutdown += 1;
+                    Flow::Stop(self.exception())
+                }
+                Exit::Interrupted => {
+                    self.exits.interrupted += 1;
+                    continue;
+                }
                 Exit::Other(what) => {
+                    self.exits.other += 1;
                     Flow::Stop(self.broken(&format!("unexpected VM exit ({what})")))
                 }
                 Exit::Failed(e) => {
@@ -185,6 +226,20 @@ impl<'i> Instance<'i> {
             if let Flow::Stop(outcome) = flow {
                 return outcome;
             }
+        }
+    }
+
+    /// What the instance has cost so far.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            exits: self.exits,
+            calls: self.services.calls,
+            net: self
+                .services
+                .net
+                .as_ref()
+                .map(NetDevice::counters)
+                .unwrap_or_default(),
         }
     }
 

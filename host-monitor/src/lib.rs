@@ -13,6 +13,7 @@
 //!     timeout: None,
 //!     cmdline: "world".into(),
 //!     timings: false,
+//!     net: Default::default(),
 //! };
 //! let image = Image::load(Path::new("target/flint/hello.elf"), config.mem_size)?;
 //! let outcome = Instance::start(&image, &config)?.run();
@@ -28,9 +29,13 @@ pub mod hypercall;
 pub mod image;
 pub mod instance;
 pub mod layout;
+pub mod net;
 pub mod outcome;
 pub mod paging;
+pub mod poller;
 pub mod run;
+pub mod signals;
+pub mod stats;
 pub mod timings;
 pub mod vcpu;
 pub mod watchdog;

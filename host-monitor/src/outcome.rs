@@ -13,6 +13,9 @@ pub enum Outcome {
     TimedOut(Duration),
     /// A CPU exception, a broken hypercall or an unexpected VM exit.
     Fault(String),
+    /// The monitor got this stop signal (SIGTERM, SIGINT); `flint` then
+    /// dies by it.
+    Signalled(i32),
 }
 
 /// Status when the monitor could not start the instance.
@@ -32,14 +35,16 @@ impl Outcome {
             Outcome::Panicked(_) => STATUS_PANIC,
             Outcome::TimedOut(_) => STATUS_TIMEOUT,
             Outcome::Fault(_) => STATUS_FAULT,
+            // What a shell reports for a process killed by the signal.
+            Outcome::Signalled(signo) => 128 + signo,
         }
     }
 
     /// The one stderr line for a status the monitor decided; `None` when the
-    /// guest chose its own status.
+    /// guest chose its own status or a signal ended the instance.
     pub fn verdict(&self) -> Option<String> {
         match self {
-            Outcome::Exited(_) => None,
+            Outcome::Exited(_) | Outcome::Signalled(_) => None,
             Outcome::Panicked(msg) if msg.is_empty() => Some("guest panicked (no message)".into()),
             Outcome::Panicked(msg) => Some(format!("guest panicked: {msg}")),
             Outcome::TimedOut(after) => Some(format!(

@@ -39,23 +39,26 @@ impl Watchdog {
         let fired = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let (fired_w, stop_w) = (fired.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("flint-watchdog".into())
-            .spawn(move || {
-                while !stop_w.load(Ordering::Acquire) {
-                    let now = Instant::now();
-                    if now < at {
-                        std::thread::park_timeout(at - now);
-                        continue;
+        // Stop signals must reach the vCPU thread, not this one.
+        let thread = crate::signals::spawn_blocked(|| {
+            std::thread::Builder::new()
+                .name("flint-watchdog".into())
+                .spawn(move || {
+                    while !stop_w.load(Ordering::Acquire) {
+                        let now = Instant::now();
+                        if now < at {
+                            std::thread::park_timeout(at - now);
+                            continue;
+                        }
+                        fired_w.store(true, Ordering::Release);
+                        // SAFETY: `target` is the vCPU thread, which outlives this
+                        // thread: the Watchdog's owner joins it on drop before
+                        // returning from the vCPU loop's scope.
+                        unsafe { libc::pthread_kill(target, kick_signal()) };
+                        std::thread::park_timeout(KICK_INTERVAL);
                     }
-                    fired_w.store(true, Ordering::Release);
-                    // SAFETY: `target` is the vCPU thread, which outlives this
-                    // thread: the Watchdog's owner joins it on drop before
-                    // returning from the vCPU loop's scope.
-                    unsafe { libc::pthread_kill(target, kick_signal()) };
-                    std::thread::park_timeout(KICK_INTERVAL);
-                }
-            })?;
+                })
+        })?;
         Ok(Watchdog {
             fired,
             stop,

@@ -1,17 +1,25 @@
 //! What every integration test needs: fresh images and monitor from the
 //! xtask library, KVM detection, and a `flint` runner with a time limit that
-//! prints everything it saw when a check fails.
+//! prints everything it saw when a check fails; for the network tests, a
+//! background `flint` ([`Server`]), real clients ([`tool`]), a raw HTTP
+//! client ([`net`]) and private network namespaces ([`netns`]).
 //!
 //! Each test binary includes this with `mod support;` and uses only part of
 //! it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
 pub mod elf;
+pub mod net;
+pub mod netns;
 mod run;
+pub mod server;
+pub mod tool;
 
-// Not every test binary names both.
+// Not every test binary names them all.
 #[allow(unused_imports)]
 pub use run::{Outcome, Run};
+#[allow(unused_imports)]
+pub use server::Server;
 
 use std::collections::HashMap;
 use std::io::Write;

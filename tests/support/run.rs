@@ -15,9 +15,12 @@ use super::{flint_bin, RUN_LIMIT};
 /// A `flint` command line under construction.
 #[derive(Clone, Debug)]
 pub struct Run {
-    args: Vec<OsString>,
-    limit: Duration,
-    env: Vec<(OsString, OsString)>,
+    pub(super) args: Vec<OsString>,
+    pub(super) limit: Duration,
+    pub(super) env: Vec<(OsString, OsString)>,
+    /// A command that runs `flint` (e.g. `ip netns exec NS`); it must exec
+    /// `flint` in place, so the PID the test holds is the monitor's.
+    pub(super) prefix: Vec<OsString>,
 }
 
 impl Run {
@@ -27,6 +30,7 @@ impl Run {
             args: args.iter().map(|a| a.as_ref().to_owned()).collect(),
             limit: RUN_LIMIT,
             env: Vec::new(),
+            prefix: Vec::new(),
         }
     }
 
@@ -62,26 +66,43 @@ impl Run {
         self
     }
 
-    /// Runs `flint` to completion (or kills it at the limit) and returns
-    /// what it did.
-    pub fn go(&self) -> Outcome {
+    /// Runs `flint` through `prefix` (e.g. `ip netns exec NS`), which must
+    /// exec it in place.
+    pub fn prefix<S: AsRef<OsStr>>(mut self, prefix: &[S]) -> Run {
+        self.prefix = prefix.iter().map(|a| a.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// The command to start, and its command line for messages.
+    pub(super) fn command(&self) -> (Command, String) {
         let bin = flint_bin();
-        let argv = format!(
-            "{} {}",
-            bin.display(),
-            self.args
-                .iter()
-                .map(|a| shell_word(&a.to_string_lossy()))
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-        let mut cmd = Command::new(&bin);
-        cmd.args(&self.args)
+        let words: Vec<OsString> = self
+            .prefix
+            .iter()
+            .cloned()
+            .chain([bin.into_os_string()])
+            .chain(self.args.iter().cloned())
+            .collect();
+        let argv = words
+            .iter()
+            .map(|a| shell_word(&a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cmd = Command::new(&words[0]);
+        cmd.args(&words[1..])
             .env_remove("FLINT_TIMINGS")
+            .env_remove("FLINT_STATS")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        (cmd, argv)
+    }
+
+    /// Runs `flint` to completion (or kills it at the limit) and returns
+    /// what it did.
+    pub fn go(&self) -> Outcome {
+        let (mut cmd, argv) = self.command();
         let start = Instant::now();
         let mut child = cmd
             .spawn()
@@ -122,7 +143,7 @@ fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
     })
 }
 
-fn shell_word(s: &str) -> String {
+pub(super) fn shell_word(s: &str) -> String {
     if !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+".contains(&b))

@@ -1,6 +1,7 @@
-//! Debian packages the tests and benches need. `cargo xtask test` installs
-//! the missing ones with `apt-get` when it runs as root, and otherwise says
-//! what to install and goes on.
+//! Debian packages the tests and benches need. `cargo xtask test` (and
+//! `cargo xtask bench net`) installs the missing ones, and only those, with
+//! `apt-get` when it runs as root, and otherwise says what to install and
+//! goes on.
 
 use std::process::{Command, Stdio};
 
@@ -10,6 +11,19 @@ use crate::{cmd, Result};
 /// Add a line here when a test starts using a new tool.
 pub const TEST_PACKAGES: &[(&str, &str)] = &[
     // The coldstart bench's native baseline is a static C hello.
+    ("gcc", "gcc"),
+    // The network tests' real clients: curl against the http app, ip for
+    // namespaces and TAP devices, ping through a TAP device.
+    ("curl", "curl"),
+    ("ip", "iproute2"),
+    ("ping", "iputils-ping"),
+];
+
+/// What the benches need besides [`TEST_PACKAGES`]; `cargo xtask bench`
+/// installs the missing ones the same way.
+pub const BENCH_PACKAGES: &[(&str, &str)] = &[
+    // `bench net` drives both HTTP servers with wrk.
+    ("wrk", "wrk"),
     ("gcc", "gcc"),
 ];
 
@@ -70,6 +84,16 @@ pub fn ensure(wanted: &[(&str, &str)]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::on_path;
+
+    #[test]
+    fn each_program_is_listed_once() {
+        for list in [super::TEST_PACKAGES, super::BENCH_PACKAGES] {
+            let mut programs: Vec<&str> = list.iter().map(|(p, _)| *p).collect();
+            programs.sort_unstable();
+            programs.dedup();
+            assert_eq!(programs.len(), list.len(), "{list:?}");
+        }
+    }
 
     #[test]
     fn finds_programs_on_path_only() {

@@ -1,9 +1,8 @@
-//! Time: CLOCK, and POLL's wait for a device or a deadline.
+//! Time: the instance clock and CLOCK.
 
 use super::{Flow, Services};
 use crate::guest_memory::BadBlock;
-use crate::outcome::Outcome;
-use hypercall_abi::{ClockBlock, PollBlock};
+use hypercall_abi::ClockBlock;
 use std::mem::offset_of;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -49,28 +48,5 @@ pub(super) fn clock(s: &mut Services, gpa: u64) -> Result<Flow, BadBlock> {
         .set_field(gpa, offset_of!(ClockBlock, monotonic_ns), s.clock.now_ns());
     s.ram
         .set_field(gpa, offset_of!(ClockBlock, wall_ns), wall_ns());
-    Ok(Flow::Resume)
-}
-
-/// POLL: `{ deadline_ns, ready, ret }`. With no device attached nothing can
-/// become ready, so the vCPU thread sleeps until the deadline (or the
-/// instance's timeout), costing no CPU.
-pub(super) fn poll(s: &mut Services, gpa: u64) -> Result<Flow, BadBlock> {
-    let block: PollBlock = s.ram.block(gpa)?;
-    let wake = s.clock.instant_at(block.deadline_ns);
-    let timeout = s.timeout.filter(|t| wake.is_none_or(|wake| t.at < wake));
-    match timeout.map(|t| t.at).or(wake) {
-        Some(until) => std::thread::sleep(until.saturating_duration_since(Instant::now())),
-        // Waits for a device that does not exist, with no timeout: forever,
-        // as the guest asked, until the monitor is stopped.
-        None => loop {
-            std::thread::park();
-        },
-    }
-    if let Some(timeout) = timeout {
-        return Ok(Flow::Stop(Outcome::TimedOut(timeout.limit)));
-    }
-    s.ram.set_field(gpa, offset_of!(PollBlock, ready), 0u64);
-    s.ram.set_field(gpa, offset_of!(PollBlock, ret), 0i64);
     Ok(Flow::Resume)
 }

@@ -6,13 +6,17 @@ mod clock;
 mod console;
 mod lifecycle;
 mod net;
+mod poll;
 mod random;
 
 pub use clock::{wall_ns, InstanceClock};
 pub use console::Console;
 
 use crate::guest_memory::{BadBlock, GuestRam};
+use crate::net::NetDevice;
 use crate::outcome::Outcome;
+use crate::poller::Poller;
+use crate::stats::CallCounts;
 use hypercall_abi::{Hypercall, HYPERCALLS_V1};
 use std::time::{Duration, Instant};
 
@@ -35,6 +39,13 @@ pub struct Services {
     pub console: Console,
     /// The instance's `--timeout`, if it was given.
     pub timeout: Option<Timeout>,
+    /// The network device, if the instance has one.
+    pub net: Option<NetDevice>,
+    /// Where POLL sleeps without a network device: made at the first POLL,
+    /// so an instance that never waits never pays for it.
+    pub idle: Option<Poller>,
+    /// Hypercalls served, by number.
+    pub calls: CallCounts,
 }
 
 /// What the vCPU does after a hypercall.
@@ -61,6 +72,7 @@ pub enum Broken {
 
 /// Services hypercall `nr` with the argument block at `block`.
 pub fn dispatch(services: &mut Services, nr: u64, block: u64) -> Result<Flow, Broken> {
+    services.calls.count(nr);
     let call = Hypercall::from_nr(nr)
         .filter(|call| HYPERCALLS_V1 & (1 << call.nr()) != 0)
         .ok_or(Broken::UnknownNumber(nr))?;
@@ -69,7 +81,7 @@ pub fn dispatch(services: &mut Services, nr: u64, block: u64) -> Result<Flow, Br
         Hypercall::Exit => lifecycle::exit(services, block),
         Hypercall::Panic => lifecycle::panic(services, block),
         Hypercall::Clock => clock::clock(services, block),
-        Hypercall::Poll => clock::poll(services, block),
+        Hypercall::Poll => poll::poll(services, block),
         Hypercall::NetWrite => net::write(services, block),
         Hypercall::NetRead => net::read(services, block),
         Hypercall::Random => random::fill(services, block),

@@ -2,18 +2,30 @@
 //!
 //! - `coldstart [-n N]`: whole-process cold start of `flint run hello.elf`
 //!   against a static native hello ([`coldstart`]).
+//! - `net [-d SECS] [-t THREADS] [-c CONNS] [--path PATH]`: `wrk` against
+//!   the http app through `--publish` and against a native server with the
+//!   same responses; req/s, latency, VM exits per request ([`net`]).
 
 pub mod coldstart;
+pub mod native_http;
+pub mod net;
+mod serve;
 mod stats;
+pub mod wrk;
 
-use crate::{Error, Result};
+use crate::{packages, Error, Result};
 
 /// Runs bench `what` with the options that followed it on the command line.
 pub fn run(what: &str, rest: &[String]) -> Result<()> {
     match what {
         "coldstart" => coldstart::run(&coldstart::Options::parse(rest)?),
+        "net" => {
+            let options = net::Options::parse(rest)?;
+            packages::ensure(packages::BENCH_PACKAGES)?;
+            net::run(&options)
+        }
         other => Err(Error::Bench(format!(
-            "no bench named `{other}`; try `coldstart`"
+            "no bench named `{other}`; try `coldstart` or `net`"
         ))),
     }
 }

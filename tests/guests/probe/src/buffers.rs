@@ -57,7 +57,8 @@ fn random(buf: u64, len: u64) -> i64 {
     .ret
 }
 
-fn net_write(buf: u64, len: u64) -> i64 {
+/// NET_WRITE with a raw buffer address (the `net` cases use it too).
+pub(crate) fn net_write(buf: u64, len: u64) -> i64 {
     call(
         Hypercall::NetWrite,
         NetWriteBlock {
@@ -69,7 +70,8 @@ fn net_write(buf: u64, len: u64) -> i64 {
     .ret
 }
 
-fn net_read(buf: u64, cap: u64) -> (i64, u64) {
+/// NET_READ with a raw buffer address: `(ret, len)`.
+pub(crate) fn net_read(buf: u64, cap: u64) -> (i64, u64) {
     let block = call(
         Hypercall::NetRead,
         NetReadBlock {

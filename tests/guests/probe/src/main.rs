@@ -18,6 +18,7 @@
 //! | `buf CASE` | a hypercall with a bad buffer ([`buffers`]); goes on |
 //! | `block CASE` | a broken hypercall ([`blocks`]); must be stopped |
 //! | `fault CASE` | a CPU exception ([`faults`]); must be stopped |
+//! | `net CASE [ARG]` | the network hypercalls with a device ([`net`]) |
 //!
 //! Reports are `key=value` lines on the console. Each command is a few
 //! hypercalls: every VM exit costs tens of microseconds.
@@ -32,6 +33,7 @@ extern crate alloc;
 mod blocks;
 mod buffers;
 mod faults;
+mod net;
 
 use core::hint::black_box;
 
@@ -129,6 +131,7 @@ fn main(args: Args) -> i32 {
         "buf" => buffers::run(first),
         "block" => blocks::run(first),
         "fault" => faults::run(first),
+        "net" => net::run(first, words.next().unwrap_or("")),
         other => {
             println!("probe: unknown command {other:?}");
             2
