@@ -178,7 +178,8 @@ impl Conn {
                 Parse::Invalid => (Response::BAD_REQUEST, self.input.len(), 0),
                 Parse::Complete(request, used) => (respond(&request), used, request.content_length),
             };
-            response.write_to(&mut self.output, clock.date());
+            let instance = guest_kernel::boot_info().instance_id;
+            response.write_to(&mut self.output, clock.date(), instance);
             self.input.drain(..used);
             self.skip = body;
             self.closing = response.close;

@@ -60,14 +60,18 @@ impl Response {
     }
 
     /// Appends the whole response (head, and body unless HEAD) to `out`;
-    /// `date` is the `Date` header's value.
-    pub fn write_to(&self, out: &mut Vec<u8>, date: &[u8]) {
+    /// `date` is the `Date` header's value, `instance` the id of the Flint
+    /// instance answering (`X-Flint-Instance`, so a client behind a fleet's
+    /// load balancer can tell instances apart).
+    pub fn write_to(&self, out: &mut Vec<u8>, date: &[u8], instance: u64) {
         let mut number = [0; 20];
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(decimal(self.status.into(), &mut number));
         out.push(b' ');
         out.extend_from_slice(self.reason().as_bytes());
-        out.extend_from_slice(b"\r\nServer: flint\r\nDate: ");
+        out.extend_from_slice(b"\r\nServer: flint\r\nX-Flint-Instance: ");
+        out.extend_from_slice(decimal(instance, &mut number));
+        out.extend_from_slice(b"\r\nDate: ");
         out.extend_from_slice(date);
         out.extend_from_slice(b"\r\nContent-Type: ");
         out.extend_from_slice(self.content_type.as_bytes());
@@ -136,7 +140,7 @@ mod tests {
             Parse::Incomplete => panic!("incomplete"),
         };
         let mut out = Vec::new();
-        response.write_to(&mut out, DATE);
+        response.write_to(&mut out, DATE, 7);
         String::from_utf8(out).unwrap()
     }
 
@@ -145,7 +149,8 @@ mod tests {
         let text = answer(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(
             text,
-            "HTTP/1.1 200 OK\r\nServer: flint\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\n\
+            "HTTP/1.1 200 OK\r\nServer: flint\r\nX-Flint-Instance: 7\r\n\
+             Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n\
              Content-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\n\r\nok"
         );
     }
