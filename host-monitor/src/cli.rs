@@ -25,7 +25,99 @@ pub enum Command {
     /// guest's (0-255), or 101 panic, 124 timeout, 125 could not start,
     /// 139 guest fault.
     Run(RunArgs),
+    /// Start N instances of IMAGE, each its own micro-VM, across worker
+    /// processes; show progress and a summary, then wait until they end.
+    /// Exit status 0 when every instance ended with 0, 1 otherwise.
+    Fleet(FleetArgs),
+    /// One worker process of a fleet (started by `flint fleet`).
+    #[command(hide = true)]
+    FleetWorker(FleetWorkerArgs),
 }
+
+/// What `--restart` says to do with an instance that ended with a
+/// non-zero status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestartPolicy {
+    /// Boot it again (not after a stop signal).
+    OnFailure,
+    /// Leave it stopped.
+    Never,
+}
+
+/// Options of `flint fleet`: its own, then those of `flint run` that make
+/// sense for many instances.
+#[derive(Debug, Args)]
+#[command(after_help = FLEET_AFTER_HELP)]
+pub struct FleetArgs {
+    /// How many instances to start (ids 1..=N).
+    #[arg(short = 'n', value_name = "N", value_parser = parse_instances)]
+    pub instances: u64,
+
+    /// Instances per worker process (at most 1000: per-VM costs grow with
+    /// the VMs in one process).
+    #[arg(long, value_name = "K", default_value = "500", value_parser = parse_per_worker)]
+    pub per_worker: u64,
+
+    #[command(flatten)]
+    pub fleet: FleetCommon,
+
+    /// Write the summary as JSON to FILE too.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The options a fleet parent passes on to its workers unchanged.
+#[derive(Debug, Args)]
+pub struct FleetCommon {
+    /// What to do with an instance that ends with a non-zero status.
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "never")]
+    pub restart: RestartPolicy,
+
+    /// Write each instance's console to DIR/ID.log (byte for byte) instead
+    /// of `[ID] `-prefixed lines on stdout.
+    #[arg(long, value_name = "DIR")]
+    pub console_dir: Option<PathBuf>,
+}
+
+/// Options of the hidden `flint fleet-worker`.
+#[derive(Debug, Args)]
+pub struct FleetWorkerArgs {
+    /// The id of this worker's first instance.
+    #[arg(long, value_name = "ID", value_parser = parse_instances)]
+    pub first_id: u64,
+
+    /// How many instances this worker runs (ids FIRST_ID..FIRST_ID+K).
+    #[arg(short = 'n', value_name = "K", value_parser = parse_instances)]
+    pub instances: u64,
+
+    #[command(flatten)]
+    pub fleet: FleetCommon,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The largest fleet: instance addresses are 10.64.0.0/16 + id + 1.
+pub const MAX_INSTANCES: u64 = 65_000;
+
+/// The most instances one worker process may hold.
+pub const MAX_PER_WORKER: u64 = 1_000;
+
+const FLEET_AFTER_HELP: &str = "\
+Every instance gets its own id (1..=N, BootInfo.instance_id), MAC 52:54:00 + id and, with
+--net user or --publish, address 10.64.0.0/16 + id + 1 on the fleet's virtual switch.
+--publish load-balances the connections to HOST_PORT over the instances, round-robin.
+Not available in a fleet: --net tap, --ip, --gateway, --mac, --timings.
+
+While starting, a progress bar shows on stderr (if it is a terminal); then a summary:
+instances running, start rate, time to first hypercall, memory and idle CPU per instance.
+Ctrl-C or SIGTERM stops every instance.
+
+Example:
+  flint fleet -n 1000 --publish 127.0.0.1:8080:80 target/flint/http.elf";
 
 /// Options of `flint run`.
 #[derive(Debug, Args)]
@@ -113,6 +205,24 @@ impl RunArgs {
             mac: self.mac,
         }
     }
+}
+
+/// Parses `-n` and `--first-id`: 1 to [`MAX_INSTANCES`].
+pub fn parse_instances(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (1..=MAX_INSTANCES).contains(n))
+        .ok_or_else(|| format!("'{text}' is not a number from 1 to {MAX_INSTANCES}"))
+}
+
+/// Parses `--per-worker`: 1 to [`MAX_PER_WORKER`].
+pub fn parse_per_worker(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (1..=MAX_PER_WORKER).contains(n))
+        .ok_or_else(|| format!("'{text}' is not a number from 1 to {MAX_PER_WORKER}"))
 }
 
 /// Parses `4096`, `64K`, `16M`, `1G` (also `16MiB`, `16m`).

@@ -3,9 +3,23 @@
 //! [`GuestRam::block`], [`GuestRam::read_buf`], [`GuestRam::write_buf`] and
 //! [`GuestRam::set_field`], which check the address against guest RAM and
 //! the guest's own page permissions (ABI.md section 4).
+//!
+//! RAM is either anonymous ([`GuestRam::new`]) or a copy-on-write mapping
+//! of a [`MemoryTemplate`]: a sealed memfd that already holds the page
+//! tables, GDT and image at their guest-physical addresses, prepared once
+//! and shared by every instance mapped from it. Pages an instance only
+//! reads (code, read-only data, page tables) stay shared; a page it writes
+//! becomes its own.
 
 use crate::layout::{Layout, Perm};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use std::fs::File;
+use std::os::fd::FromRawFd;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{
+    Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestRegionMmap,
+};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 /// Guest RAM could not be set up.
@@ -15,6 +29,83 @@ pub enum MemoryError {
     Reserve { size: u64, reason: String },
     #[error("cannot write {what} into guest RAM at {gpa:#x}")]
     Setup { what: &'static str, gpa: u64 },
+    #[error("cannot prepare the guest memory template: {0}")]
+    Template(std::io::Error),
+}
+
+impl MemoryError {
+    /// True if the host ran out of memory or address space (so starting
+    /// more instances would fail the same way).
+    pub fn is_exhaustion(&self) -> bool {
+        match self {
+            MemoryError::Reserve { .. } => true,
+            MemoryError::Template(e) => matches!(
+                e.raw_os_error(),
+                Some(libc::ENOMEM | libc::EMFILE | libc::ENFILE | libc::ENOSPC)
+            ),
+            MemoryError::Setup { .. } => false,
+        }
+    }
+}
+
+/// Guest RAM contents prepared once for one layout: a sealed memfd of
+/// `mem_size` bytes (sparse: unwritten pages cost nothing) holding what the
+/// monitor writes before boot that is the same for every instance.
+pub struct MemoryTemplate {
+    file: Arc<File>,
+    layout: Layout,
+}
+
+impl MemoryTemplate {
+    /// A template for `layout` holding each `(gpa, bytes, what)` of
+    /// `contents`; the rest reads as zero.
+    pub fn build(
+        layout: Layout,
+        contents: &[(u64, &[u8], &'static str)],
+    ) -> Result<MemoryTemplate, MemoryError> {
+        let fail = |_| MemoryError::Template(std::io::Error::last_os_error());
+        // SAFETY: a NUL-terminated name and flags; the result is checked.
+        let fd = unsafe {
+            libc::memfd_create(
+                c"flint-template".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
+        if fd < 0 {
+            return Err(fail(()));
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let file = unsafe { File::from_raw_fd(fd) };
+        file.set_len(layout.mem_size)
+            .map_err(MemoryError::Template)?;
+        for &(gpa, bytes, what) in contents {
+            let fits = gpa
+                .checked_add(bytes.len() as u64)
+                .is_some_and(|end| end <= layout.mem_size);
+            if !fits {
+                return Err(MemoryError::Setup { what, gpa });
+            }
+            file.write_all_at(bytes, gpa)
+                .map_err(MemoryError::Template)?;
+        }
+        // Sealed: nothing can change the template under the instances that
+        // map it (their private copies of written pages are their own).
+        let seals =
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+        // SAFETY: fcntl on a descriptor we own, with an integer argument.
+        if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) } < 0 {
+            return Err(fail(()));
+        }
+        Ok(MemoryTemplate {
+            file: Arc::new(file),
+            layout,
+        })
+    }
+
+    /// The layout the template was made for.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
 }
 
 /// A buffer that breaks its access rule: the hypercall answers `EFAULT`.
@@ -49,6 +140,27 @@ impl GuestRam {
                 }
             })?;
         Ok(GuestRam { memory, layout })
+    }
+
+    /// RAM mapped copy-on-write from `template` (no copy is made; pages
+    /// are shared until the guest or the monitor writes them).
+    pub fn from_template(template: &MemoryTemplate) -> Result<GuestRam, MemoryError> {
+        let size = template.layout.mem_size;
+        let reserve = |reason: String| MemoryError::Reserve { size, reason };
+        let region = MmapRegionBuilder::new(size as usize)
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_NORESERVE | libc::MAP_PRIVATE)
+            .with_file_offset(FileOffset::from_arc(template.file.clone(), 0))
+            .build()
+            .map_err(|e| reserve(e.to_string()))?;
+        let region = GuestRegionMmap::new(region, GuestAddress(0))
+            .ok_or_else(|| reserve("the mapping does not fit the guest address space".into()))?;
+        let memory =
+            GuestMemoryMmap::from_regions(vec![region]).map_err(|e| reserve(e.to_string()))?;
+        Ok(GuestRam {
+            memory,
+            layout: template.layout.clone(),
+        })
     }
 
     /// The layout this RAM was made for.
@@ -152,5 +264,62 @@ impl GuestRam {
         self.memory
             .write_slice(bytes, GuestAddress(gpa))
             .map_err(|_| Efault)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{Region, RegionKind};
+
+    fn layout() -> Layout {
+        Layout {
+            mem_size: 4 << 20,
+            heap_start: 0x20_1000,
+            heap_end: (4 << 20) - 0x5000,
+            stack_top: 4 << 20,
+            stack_size: 0x4000,
+            cmdline: 0,
+            regions: vec![Region {
+                start: 0x20_0000,
+                end: 0x20_1000,
+                perm: Perm::RW,
+                kind: RegionKind::Image,
+            }],
+        }
+    }
+
+    #[test]
+    fn instances_of_a_template_start_alike_and_write_their_own_copies() {
+        let template = MemoryTemplate::build(
+            layout(),
+            &[
+                (0x20_0000, b"image", "an image segment"),
+                (0x3000, b"gdt", "the GDT"),
+            ],
+        )
+        .expect("template");
+        let a = GuestRam::from_template(&template).expect("map a");
+        let b = GuestRam::from_template(&template).expect("map b");
+        assert_eq!(a.peek(0x20_0000, 5).as_deref(), Some(&b"image"[..]));
+        assert_eq!(b.peek(0x3000, 3).as_deref(), Some(&b"gdt"[..]));
+        assert_eq!(a.peek(0x30_0000, 4).as_deref(), Some(&[0u8; 4][..]));
+        a.setup_write(0x20_0000, b"IMAGE", "test").expect("write a");
+        assert_eq!(a.peek(0x20_0000, 5).as_deref(), Some(&b"IMAGE"[..]));
+        assert_eq!(b.peek(0x20_0000, 5).as_deref(), Some(&b"image"[..]));
+        let c = GuestRam::from_template(&template).expect("map c");
+        assert_eq!(c.peek(0x20_0000, 5).as_deref(), Some(&b"image"[..]));
+    }
+
+    #[test]
+    fn a_template_is_sealed_against_writes() {
+        let template = MemoryTemplate::build(layout(), &[]).expect("template");
+        assert!(template.file.write_all_at(b"x", 0).is_err());
+    }
+
+    #[test]
+    fn contents_outside_ram_are_refused() {
+        let past_end = MemoryTemplate::build(layout(), &[(4 << 20, b"x", "the GDT")]);
+        assert!(matches!(past_end, Err(MemoryError::Setup { .. })));
     }
 }

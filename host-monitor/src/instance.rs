@@ -4,7 +4,7 @@
 
 use crate::fault;
 use crate::gdt;
-use crate::guest_memory::{GuestRam, MemoryError};
+use crate::guest_memory::{GuestRam, MemoryError, MemoryTemplate};
 use crate::hypercall::{self, Console, Flow, InstanceClock, Services, Timeout};
 use crate::image::Image;
 use crate::layout::{low, Layout, LayoutError};
@@ -12,7 +12,8 @@ use crate::net::spec::NetSetup;
 use crate::net::{NetDevice, NetError};
 use crate::outcome::Outcome;
 use crate::paging::{PageTables, TooManyTables};
-use crate::signals;
+use crate::poller::Poller;
+use crate::signals::StopSource;
 use crate::stats::{CallCounts, ExitCounts, Stats};
 use crate::timings::Timings;
 use crate::vcpu::{self, EntryState, KvmError};
@@ -59,9 +60,60 @@ pub enum StartError {
     Entropy(getrandom::Error),
     #[error(transparent)]
     Net(#[from] NetError),
+    #[error("cannot set up POLL's wait set: {0}")]
+    Poller(std::io::Error),
 }
 
 static NEXT_INSTANCE_ID: AtomicU64 = AtomicU64::new(1);
+
+impl StartError {
+    /// True if the host ran out of memory, file descriptors or threads:
+    /// starting more instances now would fail the same way.
+    pub fn is_exhaustion(&self) -> bool {
+        let errno = match self {
+            StartError::Memory(e) => return e.is_exhaustion(),
+            StartError::Kvm(KvmError::Open(e) | KvmError::Ioctl { source: e, .. }) => {
+                Some(e.errno())
+            }
+            StartError::Watchdog(e)
+            | StartError::Poller(e)
+            | StartError::Net(NetError::Poller(e) | NetError::Port(e)) => e.raw_os_error(),
+            _ => None,
+        };
+        matches!(
+            errno,
+            Some(libc::ENOMEM | libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOSPC)
+        )
+    }
+}
+
+/// What the owner of many instances (a fleet worker) supplies besides the
+/// [`Config`]; every field has a default that is what `flint run` does.
+#[derive(Default)]
+pub struct Launch<'a> {
+    /// `BootInfo.instance_id`; default: the next id of this process.
+    pub instance_id: Option<u64>,
+    /// Guest RAM mapped copy-on-write from this template, which
+    /// [`prepare_template`] made for the same image and config; default:
+    /// fresh RAM written for this instance alone.
+    pub template: Option<&'a MemoryTemplate>,
+    /// An open `/dev/kvm`; default: open one.
+    pub kvm: Option<&'a Kvm>,
+    /// The network device; default: the one `config.net` names.
+    pub net: Option<NetDevice>,
+    /// The console; default: the monitor's stdout.
+    pub console: Option<Console>,
+    /// Where a stop request comes from; default: SIGTERM/SIGINT.
+    pub stop: StopSource,
+    /// Called at the instance's first VM exit (its first hypercall).
+    pub on_first_hypercall: Option<Box<dyn FnOnce() + Send>>,
+    /// Called the first time the guest blocks in POLL.
+    pub on_idle: Option<Box<dyn FnOnce() + Send>>,
+    /// Without a network device, make POLL's wait set (3 fds) at start
+    /// rather than at the first POLL, so that a host out of fds fails the
+    /// start instead of leaving a started guest unable to sleep.
+    pub idle_poller: bool,
+}
 
 /// A started instance, ready to run.
 pub struct Instance<'i> {
@@ -70,10 +122,10 @@ pub struct Instance<'i> {
     // Field order is drop order: the vCPU and VM go before their memory.
     vcpu: VcpuFd,
     _vm: VmFd,
-    _kvm: Kvm,
     timings: Timings,
     watchdog: Option<Watchdog>,
     exits: ExitCounts,
+    on_first_hypercall: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl<'i> Instance<'i> {
@@ -86,17 +138,33 @@ impl<'i> Instance<'i> {
     pub fn start_timed(
         image: &'i Image,
         config: &Config,
+        timings: Timings,
+    ) -> Result<Instance<'i>, StartError> {
+        Instance::start_with(image, config, Launch::default(), timings)
+    }
+
+    /// [`Instance::start_timed`] with what `launch` supplies.
+    pub fn start_with(
+        image: &'i Image,
+        config: &Config,
+        mut launch: Launch<'_>,
         mut timings: Timings,
     ) -> Result<Instance<'i>, StartError> {
-        let layout = Layout::new(
-            image,
-            config.mem_size,
-            config.stack_size,
-            config.cmdline.len(),
-        )?;
+        let layout = match launch.template {
+            Some(template) => template.layout().clone(),
+            None => Layout::new(
+                image,
+                config.mem_size,
+                config.stack_size,
+                config.cmdline.len(),
+            )?,
+        };
         // The network first: a port that is taken should refuse the start
         // before any VM is made.
-        let net = NetDevice::open(&config.net)?;
+        let net = match launch.net.take() {
+            Some(net) => Some(net),
+            None => NetDevice::open(&config.net)?,
+        };
         if net.is_some() {
             timings.mark("network");
         }
@@ -109,8 +177,15 @@ impl<'i> Instance<'i> {
             page_tables: low::PAGE_TABLES,
             segments: &segments,
         };
-        let (kvm, vm, vcpu) = create_machine(&entry, &mut timings)?;
-        let ram = prepare_memory(image, layout, &gdt_bytes, &mut timings)?;
+        let (vm, vcpu) = create_machine(launch.kvm, &entry, &mut timings)?;
+        let ram = match launch.template {
+            Some(template) => {
+                let ram = GuestRam::from_template(template)?;
+                timings.mark("memory");
+                ram
+            }
+            None => prepare_memory(image, layout, &gdt_bytes, &config.cmdline, &mut timings)?,
+        };
         vcpu::attach_memory(&vm, &ram)?;
         let layout = ram.layout();
         timings.mark("attach memory");
@@ -120,7 +195,9 @@ impl<'i> Instance<'i> {
             abi_version: ABI_VERSION,
             size: size_of::<BootInfo>() as u32,
             tsc_hz: vcpu::tsc_hz(&vcpu)?,
-            instance_id: NEXT_INSTANCE_ID.fetch_add(1, Ordering::Relaxed),
+            instance_id: launch
+                .instance_id
+                .unwrap_or_else(|| NEXT_INSTANCE_ID.fetch_add(1, Ordering::Relaxed)),
             hypercalls: HYPERCALLS_V1,
             net: net.as_ref().map(NetDevice::boot_config).unwrap_or_default(),
             ..BootInfo::default()
@@ -128,13 +205,6 @@ impl<'i> Instance<'i> {
         layout.describe(&mut boot, config.cmdline.len());
         // Without entropy an instance's "random" seed would repeat; refuse.
         getrandom::fill(&mut boot.seed).map_err(StartError::Entropy)?;
-        if !config.cmdline.is_empty() {
-            ram.setup_write(
-                layout.cmdline,
-                config.cmdline.as_bytes(),
-                "the command line",
-            )?;
-        }
         // The instance clock's zero: as close to the first instruction as
         // the monitor can put it.
         boot.tsc_at_boot = vcpu::guest_tsc(&vcpu)?;
@@ -151,39 +221,50 @@ impl<'i> Instance<'i> {
             .map(|t| Watchdog::arm(t.at))
             .transpose()
             .map_err(StartError::Watchdog)?;
+        let idle = match net {
+            None if launch.idle_poller => Some(Poller::new().map_err(StartError::Poller)?),
+            _ => None,
+        };
         let services = Services {
             ram,
             clock,
-            console: Console::stdout(),
+            console: launch.console.take().unwrap_or_else(Console::stdout),
             timeout,
             net,
-            idle: None,
+            idle,
             calls: CallCounts::default(),
+            stop: launch.stop,
+            on_idle: launch.on_idle,
         };
         Ok(Instance {
             image,
             services,
             vcpu,
             _vm: vm,
-            _kvm: kvm,
             timings,
             watchdog,
             exits: ExitCounts::default(),
+            on_first_hypercall: launch.on_first_hypercall,
         })
     }
 
     /// Runs the guest until it exits, panics, faults, times out or a stop
-    /// signal comes (if [`signals::install`] was called).
+    /// comes (a stop signal if [`crate::signals::install`] was called, or a
+    /// stop through the [`Launch::stop`] handle).
     pub fn run(&mut self) -> Outcome {
         let immediate_exit = &mut self.vcpu.get_kvm_run().immediate_exit as *mut u8;
-        let wake_fd = self.services.net.as_ref().map_or(-1, NetDevice::wake_fd);
-        let _attached = signals::attach(immediate_exit, wake_fd);
+        let wake_fd = match (&self.services.net, &self.services.idle) {
+            (Some(net), _) => net.wake_fd(),
+            (None, Some(idle)) => idle.wake_fd(),
+            (None, None) => -1,
+        };
+        let _attached = self.services.stop.attach(immediate_exit, wake_fd);
         let mut first_exit = true;
         loop {
             if self.watchdog.as_ref().is_some_and(Watchdog::fired) {
                 return self.timed_out();
             }
-            if let Some(signo) = signals::stop_requested() {
+            if let Some(signo) = self.services.stop.requested() {
                 return Outcome::Signalled(signo);
             }
             let exit = match self.vcpu.run() {
@@ -197,6 +278,9 @@ impl<'i> Instance<'i> {
             if first_exit {
                 first_exit = false;
                 self.timings.mark("first hypercall");
+                if let Some(notify) = self.on_first_hypercall.take() {
+                    notify();
+                }
             }
             let flow = match exit {
                 Exit::Store { addr, data, len } => {
@@ -353,25 +437,69 @@ fn describe_gpa(addr: u64) -> String {
     }
 }
 
-/// Opens KVM and creates the VM and its vCPU, ready to run at `entry`.
+/// Creates the VM and its vCPU, ready to run at `entry`, with `kvm` or a
+/// `/dev/kvm` opened for it (the VM does not need it open afterwards).
 fn create_machine(
+    kvm: Option<&Kvm>,
     entry: &EntryState,
     timings: &mut Timings,
-) -> Result<(Kvm, VmFd, VcpuFd), StartError> {
-    let kvm = vcpu::open_kvm()?;
-    timings.mark("open KVM");
-    let vm = vcpu::create_vm(&kvm)?;
+) -> Result<(VmFd, VcpuFd), StartError> {
+    let opened;
+    let kvm = match kvm {
+        Some(kvm) => kvm,
+        None => {
+            opened = vcpu::open_kvm()?;
+            timings.mark("open KVM");
+            &opened
+        }
+    };
+    let vm = vcpu::create_vm(kvm)?;
     timings.mark("create VM");
     let vcpu = vcpu::create_vcpu(&vm, entry)?;
     timings.mark("vCPU");
-    Ok((kvm, vm, vcpu))
+    Ok((vm, vcpu))
 }
 
-/// Reserves guest RAM and writes the image, page tables and GDT into it.
+/// The guest RAM contents every instance of `image` with `config` starts
+/// with (page tables, GDT, image segments, command line), prepared once as
+/// a template that instances map copy-on-write.
+pub fn prepare_template(image: &Image, config: &Config) -> Result<MemoryTemplate, StartError> {
+    let layout = Layout::new(
+        image,
+        config.mem_size,
+        config.stack_size,
+        config.cmdline.len(),
+    )?;
+    let tables = PageTables::build(&layout)?;
+    let table_bytes = tables.bytes();
+    let (_, gdt) = gdt::segments();
+    let mut contents: Vec<(u64, &[u8], &'static str)> = image
+        .segments()
+        .iter()
+        .map(|segment| {
+            let bytes = image.segment_bytes(segment);
+            (segment.vaddr, bytes, "an image segment")
+        })
+        .collect();
+    contents.push((tables.root(), &table_bytes, "page tables"));
+    contents.push((low::GDT, &gdt, "the GDT"));
+    if !config.cmdline.is_empty() {
+        contents.push((
+            layout.cmdline,
+            config.cmdline.as_bytes(),
+            "the command line",
+        ));
+    }
+    Ok(MemoryTemplate::build(layout, &contents)?)
+}
+
+/// Reserves guest RAM and writes the image, page tables, GDT and command
+/// line into it.
 fn prepare_memory(
     image: &Image,
     layout: Layout,
     gdt: &[u8],
+    cmdline: &str,
     timings: &mut Timings,
 ) -> Result<GuestRam, StartError> {
     let ram = GuestRam::new(layout)?;
@@ -388,6 +516,9 @@ fn prepare_memory(
     let tables = PageTables::build(ram.layout())?;
     ram.setup_write(tables.root(), &tables.bytes(), "page tables")?;
     ram.setup_write(low::GDT, gdt, "the GDT")?;
+    if !cmdline.is_empty() {
+        ram.setup_write(ram.layout().cmdline, cmdline.as_bytes(), "the command line")?;
+    }
     timings.mark("page tables");
     Ok(ram)
 }

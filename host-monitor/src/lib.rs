@@ -23,6 +23,7 @@
 
 pub mod cli;
 pub mod fault;
+pub mod fleet;
 pub mod gdt;
 pub mod guest_memory;
 pub mod hypercall;

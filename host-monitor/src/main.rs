@@ -22,12 +22,18 @@ fn main() {
             // monitor refusing to start, like a bad image.
             let text = e.render().to_string();
             let message = one_line(&text);
-            eprintln!("flint: {message}; see 'flint run --help'");
+            let help = match std::env::args().nth(1).as_deref() {
+                Some("fleet") => "flint fleet --help",
+                _ => "flint run --help",
+            };
+            eprintln!("flint: {message}; see '{help}'");
             std::process::exit(STATUS_START_FAILED);
         }
     };
     let status = match cli.command {
         Command::Run(args) => host_monitor::run::run(args),
+        Command::Fleet(args) => host_monitor::fleet::parent::run(args),
+        Command::FleetWorker(args) => host_monitor::fleet::worker_main(args),
     };
     std::process::exit(status);
 }

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod elf;
+pub mod fleet;
 pub mod net;
 pub mod netns;
 mod run;

@@ -1,4 +1,5 @@
-//! The console device: CONSOLE_WRITE to the monitor's stdout, byte for byte.
+//! The console device: CONSOLE_WRITE to a [`ConsoleSink`], by default the
+//! monitor's stdout, byte for byte.
 
 use super::{Flow, Services};
 use crate::guest_memory::BadBlock;
@@ -10,9 +11,26 @@ use std::mem::offset_of;
 /// bounds the monitor's copy whatever length the guest asks for.
 const MAX_WRITE: u64 = 64 << 10;
 
+/// Where an instance's console bytes end up: the monitor's stdout, or for
+/// a fleet a prefixed line stream or a per-instance file.
+pub trait ConsoleSink: Send {
+    /// Takes all of `bytes`, or fails if the reader is gone.
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+}
+
+/// `flint run`'s console: stdout, byte for byte, flushed at every write.
+struct Stdout(std::io::Stdout);
+
+impl ConsoleSink for Stdout {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut out = self.0.lock();
+        out.write_all(bytes).and_then(|()| out.flush())
+    }
+}
+
 /// Where an instance's console output goes.
 pub struct Console {
-    out: std::io::Stdout,
+    sink: Box<dyn ConsoleSink>,
     /// Bytes the guest wrote that could not be delivered (stdout closed).
     pub dropped: u64,
 }
@@ -20,15 +38,16 @@ pub struct Console {
 impl Console {
     /// The console on the monitor's stdout.
     pub fn stdout() -> Console {
-        Console {
-            out: std::io::stdout(),
-            dropped: 0,
-        }
+        Console::new(Box::new(Stdout(std::io::stdout())))
+    }
+
+    /// The console on `sink`.
+    pub fn new(sink: Box<dyn ConsoleSink>) -> Console {
+        Console { sink, dropped: 0 }
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut out = self.out.lock();
-        if out.write_all(bytes).and_then(|()| out.flush()).is_err() {
+        if self.sink.write(bytes).is_err() {
             // The reader is gone; like a serial line with no one listening,
             // the guest goes on and the loss is counted.
             self.dropped += bytes.len() as u64;

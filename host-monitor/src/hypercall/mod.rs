@@ -10,12 +10,13 @@ mod poll;
 mod random;
 
 pub use clock::{wall_ns, InstanceClock};
-pub use console::Console;
+pub use console::{Console, ConsoleSink};
 
 use crate::guest_memory::{BadBlock, GuestRam};
 use crate::net::NetDevice;
 use crate::outcome::Outcome;
 use crate::poller::Poller;
+use crate::signals::StopSource;
 use crate::stats::CallCounts;
 use hypercall_abi::{Hypercall, HYPERCALLS_V1};
 use std::time::{Duration, Instant};
@@ -46,6 +47,11 @@ pub struct Services {
     pub idle: Option<Poller>,
     /// Hypercalls served, by number.
     pub calls: CallCounts,
+    /// Where a stop request comes from.
+    pub stop: StopSource,
+    /// Called the first time POLL blocks (the guest is initialised and
+    /// waiting for work).
+    pub on_idle: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// What the vCPU does after a hypercall.

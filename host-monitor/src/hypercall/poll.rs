@@ -6,7 +6,6 @@ use super::{Flow, Services};
 use crate::guest_memory::BadBlock;
 use crate::outcome::Outcome;
 use crate::poller::{Poller, Woken};
-use crate::signals;
 use hypercall_abi::{PollBlock, POLL_READY_NET};
 use std::mem::offset_of;
 use std::time::{Duration, Instant};
@@ -27,7 +26,7 @@ pub(super) fn poll(s: &mut Services, gpa: u64) -> Result<Flow, BadBlock> {
         if let Some(timeout) = s.timeout.filter(|t| now >= t.at) {
             return Ok(Flow::Stop(Outcome::TimedOut(timeout.limit)));
         }
-        if let Some(signo) = signals::stop_requested() {
+        if let Some(signo) = s.stop.requested() {
             return Ok(Flow::Stop(Outcome::Signalled(signo)));
         }
         // The first pass only looks (host sockets may have bytes for the
@@ -44,10 +43,15 @@ pub(super) fn poll(s: &mut Services, gpa: u64) -> Result<Flow, BadBlock> {
                 .flatten()
                 .min()
         };
+        if !first {
+            if let Some(on_idle) = s.on_idle.take() {
+                on_idle();
+            }
+        }
         first = false;
         match wait(s, until) {
             Ok(woken) if woken.stop => {
-                let signo = signals::stop_requested().unwrap_or(libc::SIGTERM);
+                let signo = s.stop.requested().unwrap_or(libc::SIGTERM);
                 return Ok(Flow::Stop(Outcome::Signalled(signo)));
             }
             Ok(_) => {}
@@ -75,7 +79,7 @@ fn wait(s: &mut Services, until: Option<Instant>) -> std::io::Result<Woken> {
         Some(idle) => idle,
         None => {
             let idle = s.idle.insert(Poller::new()?);
-            signals::set_wake_fd(idle.wake_fd());
+            s.stop.set_wake_fd(idle.wake_fd());
             idle
         }
     };

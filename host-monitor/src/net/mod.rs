@@ -5,10 +5,13 @@
 //! frame to the backend (which may answer it at once), NET_READ takes the
 //! frame at the head of the backend's queue, and POLL sleeps in the
 //! [`Poller`] on the backend's fds until a frame waits. No extra threads,
-//! no locks, and nothing runs while the guest runs.
+//! no locks, and nothing runs while the guest runs. (A fleet instance is
+//! the exception: its port on the worker's [`switch`] is served by the
+//! switch thread, with locked bounded queues between them.)
 
 pub mod frame;
 pub mod spec;
+pub mod switch;
 mod tap;
 mod user;
 
@@ -36,7 +39,7 @@ pub struct NetCounters {
 }
 
 /// A host-side carrier of Ethernet frames.
-pub trait Backend {
+pub trait Backend: Send {
     /// Carries one frame from the guest, already checked by the gate;
     /// counts it in `dropped` if it cannot.
     fn send(&mut self, frame: &[u8], poller: &Poller, counters: &mut NetCounters);
@@ -80,6 +83,10 @@ pub enum NetError {
     },
     #[error("cannot set up the network's wait set: {0}")]
     Poller(std::io::Error),
+    #[error("instance id {0} has no address on the fleet's switch (1 to {max})", max = switch::MAX_INSTANCE_ID)]
+    InstanceId(u64),
+    #[error("cannot make the instance's switch port: {0}")]
+    Port(std::io::Error),
 }
 
 /// What NET_READ found.
@@ -142,6 +149,21 @@ impl NetDevice {
             counters: NetCounters::default(),
             ready: Vec::new(),
         }))
+    }
+
+    /// The device of a fleet instance: its port on the worker's switch.
+    pub fn attach(port: switch::SwitchPort) -> Result<NetDevice, NetError> {
+        let poller = Poller::new().map_err(NetError::Poller)?;
+        port.register(&poller).map_err(NetError::Poller)?;
+        let config = boot_config(&switch::instance_identity(port.id()), port.mtu());
+        Ok(NetDevice {
+            backend: Box::new(port),
+            poller,
+            policy: frame::Policy::UserMode,
+            config,
+            counters: NetCounters::default(),
+            ready: Vec::new(),
+        })
     }
 
     /// `BootInfo.net` for this device.

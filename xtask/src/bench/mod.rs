@@ -5,8 +5,13 @@
 //! - `net [-d SECS] [-t THREADS] [-c CONNS] [--path PATH]`: `wrk` against
 //!   the http app through `--publish` and against a native server with the
 //!   same responses; req/s, latency, VM exits per request ([`net`]).
+//! - `density [--sizes 1000,5000,10000] [--idle SECS] [--per-worker K]`:
+//!   N idle echo instances in one `flint fleet`: start rate, memory and
+//!   idle CPU per instance, teardown, answers ([`density`]).
 
 pub mod coldstart;
+pub mod density;
+mod density_plot;
 pub mod native_http;
 pub mod net;
 mod serve;
@@ -24,8 +29,9 @@ pub fn run(what: &str, rest: &[String]) -> Result<()> {
             packages::ensure(packages::BENCH_PACKAGES)?;
             net::run(&options)
         }
+        "density" => density::run(&density::Options::parse(rest)?),
         other => Err(Error::Bench(format!(
-            "no bench named `{other}`; try `coldstart` or `net`"
+            "no bench named `{other}`; try `coldstart`, `net` or `density`"
         ))),
     }
 }

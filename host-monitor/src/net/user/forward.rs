@@ -19,7 +19,7 @@
 use crate::poller::{Interest, Ready};
 use smoltcp::socket::tcp::{self, RecvError, State};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,8 @@ pub struct Conn {
     pub stream: TcpStream,
     pub handle: smoltcp::iface::SocketHandle,
     pub local_port: u16,
+    /// The guest it goes to.
+    pub guest_ip: Ipv4Addr,
     pub guest_port: u16,
     phase: Phase,
     retry_until: Instant,
@@ -92,13 +94,14 @@ impl Conn {
         stream: TcpStream,
         handle: smoltcp::iface::SocketHandle,
         local_port: u16,
-        guest_port: u16,
+        (guest_ip, guest_port): (Ipv4Addr, u16),
         now: Instant,
     ) -> Conn {
         Conn {
             stream,
             handle,
             local_port,
+            guest_ip,
             guest_port,
             phase: Phase::Connecting,
             retry_until: now + REFUSED_RETRY_FOR,
@@ -120,6 +123,11 @@ impl Conn {
     pub fn reconnected(&mut self, local_port: u16) {
         self.local_port = local_port;
         self.phase = Phase::Connecting;
+    }
+
+    /// The guest is gone: the next pump resets both sides.
+    pub fn fail(&mut self) {
+        self.failed = true;
     }
 
     /// Notes what epoll said about the host stream. Nothing else happens

@@ -4,67 +4,28 @@
 //! connections it carries to the guest's port through a smoltcp socket of
 //! its own, like `docker run -p` or QEMU's `hostfwd`. Nothing else leaves
 //! the instance: the guest cannot reach the host or the outside world.
+//!
+//! The gateway itself lives in [`gateway`], which the fleet switch shares;
+//! here it runs on the vCPU thread for one guest, and its wire is the
+//! guest's: NET_READ takes the stack's frames straight off it.
 
 mod forward;
+pub(super) mod gateway;
+mod listen;
 mod ports;
-mod queues;
+pub(super) mod queues;
 
-use super::spec::{gateway_mac, Identity, Publish};
+use super::spec::{Identity, Publish};
 use super::{Backend, NetCounters, NetError};
-use crate::poller::{Interest, Poller, Ready, FIRST_FREE_TOKEN};
-use forward::{close_with_reset, Conn, Verdict};
-use hypercall_abi::ETH_HEADER_LEN;
-use ports::Ports;
-use queues::Queues;
-use smoltcp::iface::{Config, Interface, SocketSet};
-use smoltcp::socket::tcp;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
-use std::net::{Ipv4Addr, TcpListener};
-use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use crate::poller::{Poller, Ready};
+use gateway::{Bind, Gateway, GatewayAddr};
+use std::net::Ipv4Addr;
+use std::time::Instant;
 
-/// Connections carried at once; past this, clients wait in the listening
-/// sockets' backlogs until one ends.
-const MAX_CONNS: usize = 512;
-/// Each connection's smoltcp buffers, each way.
-const SOCKET_BUFFER: usize = 64 << 10;
-/// Connections accepted per listener wake-up, so one busy listener cannot
-/// hold the vCPU thread.
-const ACCEPTS_PER_WAKE: usize = 32;
-/// After an accept error that is not the client's (EMFILE, ENOBUFS), the
-/// listener rests this long instead of waking POLL again at once.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Rounds of "run the stack, pump the connections" per hypercall: each
-/// pump may queue bytes or a FIN that the next run sends.
-const MAX_ROUNDS: usize = 4;
-/// Tokens of connections start here; listeners count up from
-/// [`FIRST_FREE_TOKEN`].
-const CONN_TOKEN_BASE: u64 = 1 << 32;
-
-/// One `--publish` listener.
-struct Listener {
-    socket: TcpListener,
-    guest_port: u16,
-    /// epoll said a connection waits.
-    pending: bool,
-    /// Not watched until this instant (or until a connection ends, at the
-    /// connection limit).
-    resting: Option<Instant>,
-    watched: bool,
-}
-
-/// The user-mode network.
+/// The user-mode network of one guest.
 pub struct UserNet {
-    iface: Interface,
-    device: Queues,
-    sockets: SocketSet<'static>,
-    epoch: Instant,
-    guest_ip: Ipv4Address,
-    listeners: Vec<Listener>,
-    conns: Vec<Option<Conn>>,
-    free_slots: Vec<usize>,
-    live: usize,
-    ports: Ports,
+    gateway: Gateway,
+    guest_ip: Ipv4Addr,
 }
 
 impl UserNet {
@@ -75,245 +36,26 @@ impl UserNet {
         publish: &[Publish],
         poller: &Poller,
     ) -> Result<UserNet, NetError> {
-        let max_frame = usize::from(super::spec::USER_MTU) + ETH_HEADER_LEN as usize;
-        let mut device = Queues::new(max_frame);
-        let mac = EthernetAddress(gateway_mac(gateway).0);
-        let mut config = Config::new(HardwareAddress::Ethernet(mac));
-        let mut seed = [0u8; 8];
-        // The seed picks TCP initial sequence numbers; without entropy they
-        // are merely predictable, which this private link can live with.
-        let _ = getrandom::fill(&mut seed);
-        config.random_seed = u64::from_ne_bytes(seed);
-        let epoch = Instant::now();
-        let mut iface = Interface::new(config, &mut device, smoltcp::time::Instant::ZERO);
-        iface.update_ip_addrs(|addrs| {
-            // One address into an empty list: cannot overflow.
-            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(gateway), guest.ip.prefix));
-        });
-
-        let mut listeners = Vec::with_capacity(publish.len());
-        for (i, p) in publish.iter().enumerate() {
-            let listen_error = |source| NetError::Listen {
-                addr: p.host,
-                source,
-            };
-            let socket = TcpListener::bind(p.host).map_err(listen_error)?;
-            socket.set_nonblocking(true).map_err(listen_error)?;
-            poller
-                .add(socket.as_raw_fd(), listener_token(i), Interest::READ)
-                .map_err(|source| NetError::Watch {
-                    addr: p.host,
-                    source,
-                })?;
-            listeners.push(Listener {
-                socket,
-                guest_port: p.guest_port,
-                pending: false,
-                resting: None,
-                watched: true,
-            });
-        }
+        let addr = GatewayAddr {
+            ip: gateway,
+            prefix: guest.ip.prefix,
+            mtu: super::spec::USER_MTU,
+        };
         Ok(UserNet {
-            iface,
-            device,
-            sockets: SocketSet::new(Vec::new()),
-            epoch,
+            gateway: Gateway::new(addr, publish, Bind::Exclusive, poller)?,
             guest_ip: guest.ip.addr,
-            listeners,
-            conns: Vec::new(),
-            free_slots: Vec::new(),
-            live: 0,
-            ports: Ports::new(),
         })
     }
 
-    fn stack_time(&self, now: Instant) -> smoltcp::time::Instant {
-        smoltcp::time::Instant::from_micros(
-            now.saturating_duration_since(self.epoch).as_micros() as i64
-        )
-    }
-
-    /// Accepts the connections waiting on listeners epoll named.
-    fn accept(&mut self, poller: &Poller, now: Instant) {
-        for i in 0..self.listeners.len() {
-            if !self.listeners[i].pending {
-                continue;
-            }
-            self.listeners[i].pending = false;
-            for _ in 0..ACCEPTS_PER_WAKE {
-                if self.live >= MAX_CONNS {
-                    break;
-                }
-                let guest_port = self.listeners[i].guest_port;
-                match self.listeners[i].socket.accept() {
-                    Ok((stream, _)) => self.carry(stream, guest_port, poller, now),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    // The client gave up while queued: its problem, not ours.
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        self.listeners[i].resting = Some(now + ACCEPT_BACKOFF);
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Starts carrying a freshly accepted host connection to the guest.
-    fn carry(
-        &mut self,
-        stream: std::net::TcpStream,
-        guest_port: u16,
-        poller: &Poller,
-        now: Instant,
-    ) {
-        let Some(local_port) = self.ports.take() else {
-            close_with_reset(stream);
-            return;
-        };
-        if stream.set_nonblocking(true).is_err() {
-            self.ports.give_back(local_port);
-            close_with_reset(stream);
-            return;
-        }
-        // Bytes are forwarded as they come: the client's own stack already
-        // decided how to segment them.
-        let _ = stream.set_nodelay(true);
-        let mut sock = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
-            tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
-        );
-        sock.set_nagle_enabled(false);
-        let remote = (IpAddress::Ipv4(self.guest_ip), guest_port);
-        if sock
-            .connect(self.iface.context(), remote, local_port)
-            .is_err()
-        {
-            self.ports.give_back(local_port);
-            close_with_reset(stream);
-            return;
-        }
-        let handle = self.sockets.add(sock);
-        let slot = self.free_slots.pop().unwrap_or_else(|| {
-            self.conns.push(None);
-            self.conns.len() - 1
-        });
-        let mut conn = Conn::new(stream, handle, local_port, guest_port, now);
-        if poller
-            .add(conn.stream.as_raw_fd(), conn_token(slot), Interest::NONE)
-            .is_ok()
-        {
-            conn.registered = Some(Interest::NONE);
-        }
-        self.conns[slot] = Some(conn);
-        self.live += 1;
-    }
-
-    /// Runs the stack and pumps every connection until nothing moves.
     fn cycle(&mut self, poller: &Poller, counters: &mut NetCounters) {
-        let now = Instant::now();
-        let stamp = self.stack_time(now);
-        for _ in 0..MAX_ROUNDS {
-            // Connections aborted before this run have now sent their RST.
-            self.iface.poll(stamp, &mut self.device, &mut self.sockets);
-            if !self.pump_all(poller, now) {
-                break;
-            }
-        }
-        self.device.account(counters);
-        self.watch_listeners(poller, now);
-    }
-
-    /// Pumps every connection once; true if any moved something the stack
-    /// must now send.
-    fn pump_all(&mut self, poller: &Poller, now: Instant) -> bool {
-        let mut stirred = false;
-        for slot in 0..self.conns.len() {
-            let Some(conn) = self.conns[slot].as_mut() else {
-                continue;
-            };
-            let sock = self.sockets.get_mut::<tcp::Socket>(conn.handle);
-            conn.stirred = false;
-            let verdict = conn.pump(sock, now);
-            stirred |= conn.stirred;
-            let remove = match verdict {
-                Verdict::Keep => {
-                    let wanted = conn.wanted(sock);
-                    update_interest(poller, conn, slot, wanted);
-                    None
-                }
-                Verdict::Reconnect => match self.ports.take() {
-                    Some(port) => {
-                        self.ports.give_back(conn.local_port);
-                        conn.local_port = port;
-                        let remote = (IpAddress::Ipv4(self.guest_ip), conn.guest_port);
-                        if sock.connect(self.iface.context(), remote, port).is_ok() {
-                            conn.reconnected(port);
-                            stirred = true;
-                            None
-                        } else {
-                            Some(true)
-                        }
-                    }
-                    // Every local port is busy: as good as refused.
-                    None => Some(true),
-                },
-                Verdict::Remove => Some(conn.reset_host),
-            };
-            if let Some(reset) = remove {
-                self.remove(poller, slot, reset);
-            }
-        }
-        stirred
-    }
-
-    /// Ends the connection in `slot`, resetting the host client if asked.
-    fn remove(&mut self, poller: &Poller, slot: usize, reset: bool) {
-        let Some(conn) = self.conns[slot].take() else {
-            return;
-        };
-        if conn.registered.is_some() {
-            let _ = poller.remove(conn.stream.as_raw_fd());
-        }
-        self.sockets.remove(conn.handle);
-        self.ports.give_back(conn.local_port);
-        if reset {
-            close_with_reset(conn.stream);
-        }
-        self.free_slots.push(slot);
-        self.live -= 1;
-    }
-
-    /// Watches listeners again once they have rested, or once there is
-    /// room for another connection.
-    fn watch_listeners(&mut self, poller: &Poller, now: Instant) {
-        let full = self.live >= MAX_CONNS;
-        for (i, l) in self.listeners.iter_mut().enumerate() {
-            if l.resting.is_some_and(|until| now >= until) {
-                l.resting = None;
-            }
-            let watch = !full && l.resting.is_none();
-            if watch != l.watched {
-                let interest = if watch {
-                    Interest::READ
-                } else {
-                    Interest::NONE
-                };
-                if poller
-                    .modify(l.socket.as_raw_fd(), listener_token(i), interest)
-                    .is_ok()
-                {
-                    l.watched = watch;
-                }
-            }
-        }
+        // The stack's frames stay on the wire for NET_READ.
+        self.gateway.cycle(poller, counters, &mut |_| {});
     }
 }
 
 impl Backend for UserNet {
     fn send(&mut self, frame: &[u8], poller: &Poller, counters: &mut NetCounters) {
-        if !self.device.push_inbound(frame) {
+        if !self.gateway.wire().push_inbound(frame) {
             counters.dropped += 1;
             return;
         }
@@ -321,88 +63,34 @@ impl Backend for UserNet {
     }
 
     fn peek(&mut self, _: &mut NetCounters) -> Option<&[u8]> {
-        self.device.front()
+        self.gateway.wire().front()
     }
 
     fn discard(&mut self) {
-        self.device.pop();
+        self.gateway.wire().pop();
     }
 
     fn ready(&mut self, ready: &Ready, _: &Poller) {
-        if ready.token >= CONN_TOKEN_BASE {
-            let slot = (ready.token - CONN_TOKEN_BASE) as usize;
-            if let Some(Some(conn)) = self.conns.get_mut(slot) {
-                conn.on_ready(ready);
-            }
-        } else if let Some(l) = ready
-            .token
-            .checked_sub(FIRST_FREE_TOKEN)
-            .and_then(|i| self.listeners.get_mut(i as usize))
-        {
-            l.pending = true;
-        }
+        self.gateway.ready(ready);
     }
 
     fn service(&mut self, poller: &Poller, counters: &mut NetCounters) {
-        self.accept(poller, Instant::now());
+        let guest = self.guest_ip;
+        self.gateway
+            .accept(poller, Instant::now(), &mut || Some(guest));
         self.cycle(poller, counters);
     }
 
     fn next_wake(&mut self) -> Option<Instant> {
-        let now = Instant::now();
-        let stamp = self.stack_time(now);
-        // The stack was just run, so "now" means it is stuck behind a full
-        // queue to the guest (which POLL reports as ready anyway): a short
-        // nap rather than a spin.
-        let stack = self
-            .iface
-            .poll_delay(stamp, &self.sockets)
-            .map(|d| now + Duration::from_micros(d.total_micros()).max(Duration::from_millis(1)));
-        let conns = self.conns.iter().flatten().filter_map(|c| {
-            if c.dying() {
-                Some(now)
-            } else {
-                c.deadline()
-            }
-        });
-        let listeners = self.listeners.iter().filter_map(|l| l.resting);
-        stack.into_iter().chain(conns).chain(listeners).min()
+        self.gateway.next_wake()
     }
 
     fn connections(&self) -> usize {
-        self.live
+        self.gateway.connections()
     }
 
     fn listening_addrs(&self) -> Vec<std::net::SocketAddr> {
-        self.listeners
-            .iter()
-            .filter_map(|l| l.socket.local_addr().ok())
-            .collect()
-    }
-}
-
-fn listener_token(index: usize) -> u64 {
-    FIRST_FREE_TOKEN + index as u64
-}
-
-fn conn_token(slot: usize) -> u64 {
-    CONN_TOKEN_BASE + slot as u64
-}
-
-/// Tells epoll what `conn` waits for now, if that changed.
-fn update_interest(poller: &Poller, conn: &mut Conn, slot: usize, wanted: Option<Interest>) {
-    if conn.registered == wanted {
-        return;
-    }
-    let fd = conn.stream.as_raw_fd();
-    let done = match (conn.registered, wanted) {
-        (None, Some(interest)) => poller.add(fd, conn_token(slot), interest),
-        (Some(_), Some(interest)) => poller.modify(fd, conn_token(slot), interest),
-        (Some(_), None) => poller.remove(fd),
-        (None, None) => Ok(()),
-    };
-    if done.is_ok() {
-        conn.registered = wanted;
+        self.gateway.listening_addrs()
     }
 }
 

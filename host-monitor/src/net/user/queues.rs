@@ -50,6 +50,21 @@ impl Queues {
         true
     }
 
+    /// Queues a frame for the stack without copying it; gives it back if
+    /// the queue is full.
+    pub fn push_inbound_owned(&mut self, frame: Vec<u8>) -> Result<(), Vec<u8>> {
+        if self.inbound.len() >= INBOUND_MAX {
+            return Err(frame);
+        }
+        self.inbound.push_back(frame);
+        Ok(())
+    }
+
+    /// Takes the frame at the head of the guest's queue.
+    pub fn take(&mut self) -> Option<Vec<u8>> {
+        self.outbound.pop_front()
+    }
+
     /// The frame at the head of the guest's queue.
     pub fn front(&self) -> Option<&[u8]> {
         self.outbound.front().map(Vec::as_slice)

@@ -19,6 +19,7 @@
 //! | `block CASE` | a broken hypercall ([`blocks`]); must be stopped |
 //! | `fault CASE` | a CPU exception ([`faults`]); must be stopped |
 //! | `net CASE [ARG]` | the network hypercalls with a device ([`net`]) |
+//! | `id-lines`, `id-fault`, `id-exit`, `id-serve` | by instance id, for fleets ([`fleet`]) |
 //!
 //! Reports are `key=value` lines on the console. Each command is a few
 //! hypercalls: every VM exit costs tens of microseconds.
@@ -33,6 +34,7 @@ extern crate alloc;
 mod blocks;
 mod buffers;
 mod faults;
+mod fleet;
 mod net;
 
 use core::hint::black_box;
@@ -132,6 +134,9 @@ fn main(args: Args) -> i32 {
         "block" => blocks::run(first),
         "fault" => faults::run(first),
         "net" => net::run(first, words.next().unwrap_or("")),
+        "id-lines" | "id-fault" | "id-exit" | "id-serve" => {
+            fleet::run(command, first, words.next().unwrap_or(""))
+        }
         other => {
             println!("probe: unknown command {other:?}");
             2
