@@ -13,8 +13,9 @@ pub const FDS_PER_INSTANCE: u64 = 8;
 /// Memory maps one instance adds to its worker: guest RAM (a few with a
 /// template), the vCPU's kvm_run page, the vCPU thread's stack and guard.
 pub const MAPS_PER_INSTANCE: u64 = 8;
-/// Threads one instance adds: its vCPU thread, plus a watchdog with
-/// `--timeout`.
+/// Threads one instance adds: its vCPU thread and the kernel thread KVM
+/// makes for each VM (it counts against `kernel.threads-max` too); a
+/// watchdog thread more with `--timeout`.
 pub const THREADS_PER_INSTANCE: u64 = 2;
 /// What a worker needs besides its instances (the switch, stdout, ...).
 const WORKER_FDS: u64 = 64;
@@ -113,7 +114,7 @@ impl Host {
     pub fn binding(&self, instances: u64, per_worker: u64, timeout: bool) -> Option<String> {
         let per_worker = per_worker.min(instances);
         let workers = instances.div_ceil(per_worker);
-        let threads_each = if timeout { THREADS_PER_INSTANCE } else { 1 };
+        let threads_each = THREADS_PER_INSTANCE + u64::from(timeout);
         let fds = per_worker * FDS_PER_INSTANCE + WORKER_FDS;
         if fds > self.nofile {
             let fit = self.nofile.saturating_sub(WORKER_FDS) / FDS_PER_INSTANCE;

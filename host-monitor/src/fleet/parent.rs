@@ -215,6 +215,10 @@ impl Fleet {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // Workers get their own process group: a Ctrl-C at the terminal (or
+        // a `kill` of our group) reaches only the parent, which stops the
+        // workers itself and so knows every instance's stop was asked for.
+        cmd.process_group(0);
         // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
         // A worker must not outlive its parent (even one killed by SIGKILL).
         unsafe {
@@ -483,13 +487,15 @@ impl Fleet {
         s.start_rate_per_s = s.started as f64 / s.start_seconds.max(1e-6);
         s.set_first_hypercalls(self.first_hypercall_us.clone());
         let after = limits::meminfo("MemAvailable").unwrap_or(0);
-        let rss = self
+        let live: Vec<u32> = self
             .workers
             .iter()
             .filter(|w| w.reaped.is_none())
-            .map(|w| summary::rss(w.child.id()))
-            .sum();
-        s.set_memory(self.mem_before as i64 - after as i64, rss);
+            .map(|w| w.child.id())
+            .collect();
+        let rss = live.iter().map(|&pid| summary::rss(pid)).sum();
+        let pss = live.iter().map(|&pid| summary::pss(pid)).sum();
+        s.set_memory(self.mem_before as i64 - after as i64, rss, pss);
         s.cpu_window_seconds = window.as_secs_f64();
         if !window.is_zero() {
             s.idle_cpu_percent = 100.0 * cpu.as_secs_f64() / window.as_secs_f64();

@@ -42,6 +42,11 @@ pub struct Summary {
     /// The workers' VmRSS, summed, and over the instances running.
     pub rss_bytes: u64,
     pub rss_per_instance_bytes: u64,
+    /// The workers' proportional set size (Pss), summed, and over the
+    /// instances running. RSS counts the memory template's shared pages
+    /// again in every instance; PSS divides them among their users.
+    pub pss_bytes: u64,
+    pub pss_per_instance_bytes: u64,
     /// The workers' CPU time (user + system) over `cpu_window_seconds`
     /// of wall time, in percent of one core.
     pub idle_cpu_percent: f64,
@@ -62,13 +67,15 @@ impl Summary {
     }
 
     /// Fills the memory numbers, per instance running.
-    pub fn set_memory(&mut self, mem_available_drop: i64, rss: u64) {
+    pub fn set_memory(&mut self, mem_available_drop: i64, rss: u64, pss: u64) {
         // With nothing running there is nothing to divide by.
         let n = self.running;
         self.mem_available_drop_bytes = mem_available_drop;
         self.mem_per_instance_bytes = mem_available_drop.checked_div(n as i64).unwrap_or(0);
         self.rss_bytes = rss;
         self.rss_per_instance_bytes = rss.checked_div(n).unwrap_or(0);
+        self.pss_bytes = pss;
+        self.pss_per_instance_bytes = pss.checked_div(n).unwrap_or(0);
     }
 
     /// The summary for a person: a few lines, each starting `flint: `.
@@ -104,9 +111,10 @@ impl Summary {
         );
         let _ = writeln!(
             t,
-            "flint:   RSS            {:.3} MiB per instance (workers: {:.1} MiB)",
+            "flint:   RSS            {:.3} MiB per instance (workers: {:.1} MiB); PSS {:.3} MiB (shared pages counted once)",
             self.rss_per_instance_bytes as f64 / MIB,
-            self.rss_bytes as f64 / MIB
+            self.rss_bytes as f64 / MIB,
+            self.pss_per_instance_bytes as f64 / MIB
         );
         let _ = writeln!(
             t,
@@ -147,12 +155,22 @@ fn us(v: u64) -> String {
 
 /// A process's resident set (VmRSS) in bytes; 0 once it is gone.
 pub fn rss(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
+    kib_field(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// A process's proportional set size (Pss) in bytes; 0 once it is gone.
+pub fn pss(pid: u32) -> u64 {
+    kib_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+}
+
+/// The `key  N kB` line of a /proc file, in bytes; 0 if it is not there.
+fn kib_field(path: &str, key: &str) -> u64 {
+    fs::read_to_string(path)
         .ok()
         .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            let line = s.lines().find(|l| l.starts_with(key))?;
             let kib: u64 = line
-                .trim_start_matches("VmRSS:")
+                .trim_start_matches(key)
                 .trim()
                 .trim_end_matches("kB")
                 .trim()
@@ -205,9 +223,10 @@ mod tests {
             running: 4,
             ..Summary::default()
         };
-        s.set_memory(4 << 20, 2 << 20);
+        s.set_memory(4 << 20, 2 << 20, 1 << 20);
         assert_eq!(s.mem_per_instance_bytes, 1 << 20);
         assert_eq!(s.rss_per_instance_bytes, 512 << 10);
+        assert_eq!(s.pss_per_instance_bytes, 256 << 10);
         assert!(s.json().contains("\"rss_per_instance_bytes\": 524288"));
         assert!(s.text("x.elf").contains("1.000 MiB per instance"));
     }
@@ -216,7 +235,9 @@ mod tests {
     fn this_process_has_rss_and_cpu() {
         let me = std::process::id();
         assert!(rss(me) > 0);
+        assert!(pss(me) > 0);
         let _ = cpu_time(me);
         assert_eq!(rss(u32::MAX), 0);
+        assert_eq!(pss(u32::MAX), 0);
     }
 }
