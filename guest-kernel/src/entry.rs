@@ -50,6 +50,8 @@ pub fn boot_info() -> &'static BootInfo {
 pub fn start(boot_info: u64, main: fn(Args) -> i32) -> ! {
     let info = BOOT_INFO.call_once(|| boot_info_at(boot_info));
     check(info);
+    crate::time::init(info);
+    crate::generation::init(info);
     crate::heap::init(info);
     crate::logger::init();
     let args = Args::new(CMDLINE.call_once(|| cmdline(info)));

@@ -94,15 +94,22 @@ pub fn clock() -> ClockBlock {
 /// POLL: waits until a device is ready or the instance clock reaches
 /// `deadline_ns` (`u64::MAX`: no deadline). The block's `ready` is the
 /// ready set ([`hypercall_abi::POLL_READY_NET`]).
+///
+/// A snapshot is taken inside POLL, so a restored instance wakes up here:
+/// on return the kernel checks `BootInfo.generation` and, if a restore
+/// bumped it, takes in the new clock base ([`crate::generation`]).
 pub fn poll(deadline_ns: u64) -> PollBlock {
-    call(
+    let before = crate::time::monotonic_ns();
+    let block = call(
         Hypercall::Poll,
         PollBlock {
             deadline_ns,
             ready: 0,
             ret: 0,
         },
-    )
+    );
+    crate::generation::after_poll(before);
+    block
 }
 
 /// NET_WRITE: sends one Ethernet frame. Returns its length or a negated

@@ -38,6 +38,7 @@ extern crate std;
 pub mod args;
 pub mod console;
 mod entry;
+pub mod generation;
 pub mod heap;
 pub mod hypercall;
 mod logger;

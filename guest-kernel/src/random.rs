@@ -11,17 +11,20 @@
 use hypercall_abi::RANDOM_MAX;
 use spin::Mutex;
 
-use crate::{boot_info, hypercall};
+use crate::{generation, hypercall};
 
 static RNG: Mutex<Option<ChaCha>> = Mutex::new(None);
 
 /// Fills `buf` with cryptographically strong random bytes.
 pub fn fill(buf: &mut [u8]) {
-    let info = boot_info();
+    let generation = generation::current();
     let mut rng = RNG.lock();
-    let rng = rng.get_or_insert_with(|| ChaCha::new(&info.seed, info.generation));
-    if rng.generation != info.generation {
-        rng.reseed(&info.seed, info.generation);
+    let rng =
+        rng.get_or_insert_with(|| ChaCha::new(&generation::fresh_boot_info().seed, generation));
+    if rng.generation != generation {
+        // Restored from a snapshot: the monitor wrote a fresh seed.
+        let info = generation::fresh_boot_info();
+        rng.reseed(&info.seed, generation);
     }
     rng.fill(buf);
 }

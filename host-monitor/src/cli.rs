@@ -168,9 +168,22 @@ pub struct RunArgs {
     #[arg(long)]
     pub stats: bool,
 
+    /// Write a snapshot of the instance to FILE the first time the guest
+    /// blocks in POLL (initialised and waiting for work); the instance
+    /// then goes on as usual.
+    #[arg(long, value_name = "FILE", conflicts_with = "restore")]
+    pub snapshot_on_idle: Option<PathBuf>,
+
+    /// Resume the instance saved in FILE by --snapshot-on-idle instead of
+    /// booting; IMAGE defaults to the image path the snapshot recorded and
+    /// must be that image. --mem, --stack and the app's arguments come
+    /// from the snapshot; the network from this command line.
+    #[arg(long, value_name = "FILE")]
+    pub restore: Option<PathBuf>,
+
     /// The Flint image (an ELF built by `cargo xtask build <app>`).
-    #[arg(value_name = "IMAGE")]
-    pub image: PathBuf,
+    #[arg(value_name = "IMAGE", required_unless_present = "restore")]
+    pub image: Option<PathBuf>,
 
     /// Arguments for the app, after `--`; joined by single spaces into the
     /// guest's command line (at most 4096 bytes).

@@ -11,9 +11,11 @@
 //! reads (code, read-only data, page tables) stay shared; a page it writes
 //! becomes its own.
 
+mod restore;
+
 use crate::layout::{Layout, Perm};
 use std::fs::File;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use vm_memory::mmap::MmapRegionBuilder;
@@ -53,6 +55,8 @@ impl MemoryError {
 /// monitor writes before boot that is the same for every instance.
 pub struct MemoryTemplate {
     file: Arc<File>,
+    /// Where guest-physical 0 is in the file.
+    offset: u64,
     layout: Layout,
 }
 
@@ -98,8 +102,19 @@ impl MemoryTemplate {
         }
         Ok(MemoryTemplate {
             file: Arc::new(file),
+            offset: 0,
             layout,
         })
+    }
+
+    /// A template of guest RAM stored in `file` from `offset` (page-aligned,
+    /// at least `layout.mem_size` bytes follow): a snapshot's RAM.
+    pub fn from_file(file: File, offset: u64, layout: Layout) -> MemoryTemplate {
+        MemoryTemplate {
+            file: Arc::new(file),
+            offset,
+            layout,
+        }
     }
 
     /// The layout the template was made for.
@@ -150,7 +165,7 @@ impl GuestRam {
         let region = MmapRegionBuilder::new(size as usize)
             .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
             .with_mmap_flags(libc::MAP_NORESERVE | libc::MAP_PRIVATE)
-            .with_file_offset(FileOffset::from_arc(template.file.clone(), 0))
+            .with_file_offset(FileOffset::from_arc(template.file.clone(), template.offset))
             .build()
             .map_err(|e| reserve(e.to_string()))?;
         let region = GuestRegionMmap::new(region, GuestAddress(0))
@@ -161,6 +176,61 @@ impl GuestRam {
             memory,
             layout: template.layout.clone(),
         })
+    }
+
+    /// Makes this RAM `template`'s contents again, as a fresh copy-on-write
+    /// mapping of it laid over the old one (`MAP_FIXED`, same host address,
+    /// so a KVM memory slot on it stays valid and KVM drops its stale
+    /// translations through its MMU notifier). Everything the guest or the
+    /// monitor wrote is gone. `template` must have this RAM's size. If the
+    /// mapping fails, the RAM is left unmapped: the instance must not run.
+    pub fn reset_from(&mut self, template: &MemoryTemplate) -> Result<(), MemoryError> {
+        let size = self.layout.mem_size;
+        if template.layout.mem_size != size {
+            return Err(MemoryError::Reserve {
+                size,
+                reason: format!(
+                    "the template is for {:#x} bytes of RAM, not {size:#x}",
+                    template.layout.mem_size
+                ),
+            });
+        }
+        // Fast: copy back only the pages written since the RAM was mapped
+        // from this template, leaving every page mapped (restore.rs).
+        if self.maps(template) && self.restore_written_pages(template)? {
+            self.layout = template.layout.clone();
+            return Ok(());
+        }
+        let base = self.host_base();
+        if base == 0 {
+            return Err(MemoryError::Reserve {
+                size,
+                reason: "guest RAM is not mapped".into(),
+            });
+        }
+        // SAFETY: `[base, base + size)` is exactly this RAM's own mapping
+        // (one region of `size` bytes at `base`), which we replace in place
+        // with a private mapping of the same size and protection; nothing
+        // outside it is touched, and the `GuestMemoryMmap` still unmaps
+        // exactly that range when dropped.
+        let mapped = unsafe {
+            libc::mmap(
+                base as *mut libc::c_void,
+                size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                template.file.as_raw_fd(),
+                template.offset as libc::off_t,
+            )
+        };
+        if mapped == libc::MAP_FAILED {
+            return Err(MemoryError::Reserve {
+                size,
+                reason: std::io::Error::last_os_error().to_string(),
+            });
+        }
+        self.layout = template.layout.clone();
+        Ok(())
     }
 
     /// The layout this RAM was made for.
@@ -272,7 +342,7 @@ mod tests {
     use super::*;
     use crate::layout::{Region, RegionKind};
 
-    fn layout() -> Layout {
+    pub(super) fn layout() -> Layout {
         Layout {
             mem_size: 4 << 20,
             heap_start: 0x20_1000,

@@ -13,13 +13,15 @@ use crate::net::{NetDevice, NetError};
 use crate::outcome::Outcome;
 use crate::paging::{PageTables, TooManyTables};
 use crate::poller::Poller;
+use crate::pool::PooledVm;
 use crate::signals::StopSource;
+use crate::snapshot::{Recorder, Snapshot, SnapshotError};
 use crate::stats::{CallCounts, ExitCounts, Stats};
 use crate::timings::Timings;
 use crate::vcpu::{self, EntryState, KvmError};
 use crate::watchdog::Watchdog;
 use hypercall_abi::{
-    BootInfo, ABI_VERSION, BOOTINFO_MAGIC, HYPERCALLS_V1, HYPERCALL_PAGE, PAGE_SIZE,
+    BootInfo, Hypercall, ABI_VERSION, BOOTINFO_MAGIC, HYPERCALLS_V1, HYPERCALL_PAGE, PAGE_SIZE,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +64,8 @@ pub enum StartError {
     Net(#[from] NetError),
     #[error("cannot set up POLL's wait set: {0}")]
     Poller(std::io::Error),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 static NEXT_INSTANCE_ID: AtomicU64 = AtomicU64::new(1);
@@ -97,6 +101,9 @@ pub struct Launch<'a> {
     /// [`prepare_template`] made for the same image and config; default:
     /// fresh RAM written for this instance alone.
     pub template: Option<&'a MemoryTemplate>,
+    /// A pre-created VM and vCPU ([`crate::pool::VmPool::take`]); default:
+    /// create them for this instance.
+    pub pooled: Option<PooledVm>,
     /// An open `/dev/kvm`; default: open one.
     pub kvm: Option<&'a Kvm>,
     /// The network device; default: the one `config.net` names.
@@ -113,6 +120,11 @@ pub struct Launch<'a> {
     /// rather than at the first POLL, so that a host out of fds fails the
     /// start instead of leaving a started guest unable to sleep.
     pub idle_poller: bool,
+    /// Write a snapshot the first time the guest blocks in POLL.
+    pub snapshot_on_idle: Option<Recorder>,
+    /// Resume this snapshot (opened for `image`, with `config` made from
+    /// its header) instead of booting; its RAM is the template.
+    pub restore: Option<&'a Snapshot>,
 }
 
 /// A started instance, ready to run.
@@ -126,6 +138,10 @@ pub struct Instance<'i> {
     watchdog: Option<Watchdog>,
     exits: ExitCounts,
     on_first_hypercall: Option<Box<dyn FnOnce() + Send>>,
+    /// The vCPU's TSC frequency, for a reset's `BootInfo`.
+    tsc_hz: u64,
+    /// KVM loads registers from `kvm_run` (KVM_CAP_SYNC_REGS).
+    sync_regs: bool,
 }
 
 impl<'i> Instance<'i> {
@@ -150,6 +166,9 @@ impl<'i> Instance<'i> {
         mut launch: Launch<'_>,
         mut timings: Timings,
     ) -> Result<Instance<'i>, StartError> {
+        if let Some(snapshot) = launch.restore {
+            launch.template = Some(snapshot.template());
+        }
         let layout = match launch.template {
             Some(template) => template.layout().clone(),
             None => Layout::new(
@@ -177,7 +196,14 @@ impl<'i> Instance<'i> {
             page_tables: low::PAGE_TABLES,
             segments: &segments,
         };
-        let (vm, vcpu) = create_machine(launch.kvm, &entry, &mut timings)?;
+        let (vm, mut vcpu, tsc_hz, sync_regs) = match launch.pooled.take() {
+            Some(pooled) => attach_pooled(pooled, &entry, &mut timings)?,
+            None => {
+                let (vm, vcpu) = create_machine(launch.kvm, &entry, &mut timings)?;
+                let tsc_hz = vcpu::tsc_hz(&vcpu)?;
+                (vm, vcpu, tsc_hz, false)
+            }
+        };
         let ram = match launch.template {
             Some(template) => {
                 let ram = GuestRam::from_template(template)?;
@@ -187,30 +213,25 @@ impl<'i> Instance<'i> {
             None => prepare_memory(image, layout, &gdt_bytes, &config.cmdline, &mut timings)?,
         };
         vcpu::attach_memory(&vm, &ram)?;
-        let layout = ram.layout();
         timings.mark("attach memory");
 
-        let mut boot = BootInfo {
-            magic: BOOTINFO_MAGIC,
-            abi_version: ABI_VERSION,
-            size: size_of::<BootInfo>() as u32,
-            tsc_hz: vcpu::tsc_hz(&vcpu)?,
-            instance_id: launch
-                .instance_id
-                .unwrap_or_else(|| NEXT_INSTANCE_ID.fetch_add(1, Ordering::Relaxed)),
-            hypercalls: HYPERCALLS_V1,
-            net: net.as_ref().map(NetDevice::boot_config).unwrap_or_default(),
-            ..BootInfo::default()
+        // A restore sets the guest TSC before BootInfo's clock base is read.
+        let resumed = match launch.restore {
+            Some(snapshot) => Some(snapshot.resume(&mut vcpu, &ram, &gdt_bytes, sync_regs)?),
+            None => None,
         };
-        layout.describe(&mut boot, config.cmdline.len());
-        // Without entropy an instance's "random" seed would repeat; refuse.
-        getrandom::fill(&mut boot.seed).map_err(StartError::Entropy)?;
-        // The instance clock's zero: as close to the first instruction as
-        // the monitor can put it.
-        boot.tsc_at_boot = vcpu::guest_tsc(&vcpu)?;
-        let clock = InstanceClock::start();
-        boot.wall_ns_at_boot = hypercall::wall_ns();
-        ram.setup_write(low::BOOT_INFO, boot.as_bytes(), "BootInfo")?;
+        let clock = write_boot_info(
+            &ram,
+            &vcpu,
+            tsc_hz,
+            launch.instance_id,
+            net.as_ref(),
+            config.cmdline.len(),
+        )?;
+        let clock = match resumed {
+            Some(resumed) => resumed.continue_boot_info(&ram, tsc_hz, clock)?,
+            None => clock,
+        };
         timings.mark("boot info");
 
         let timeout = config.timeout.map(|limit| Timeout {
@@ -235,6 +256,7 @@ impl<'i> Instance<'i> {
             calls: CallCounts::default(),
             stop: launch.stop,
             on_idle: launch.on_idle,
+            snapshot: launch.snapshot_on_idle,
         };
         Ok(Instance {
             image,
@@ -245,7 +267,73 @@ impl<'i> Instance<'i> {
             watchdog,
             exits: ExitCounts::default(),
             on_first_hypercall: launch.on_first_hypercall,
+            tsc_hz,
+            sync_regs,
         })
+    }
+
+    /// Makes this instance start over from `template` (which
+    /// [`prepare_template`] made for this instance's image and `config`):
+    /// guest RAM becomes the template's again (a fresh copy-on-write
+    /// mapping laid over the old one), with a fresh `BootInfo` (new seed,
+    /// clock base and `instance_id`, default the next id of this process),
+    /// and the vCPU goes back to the entry state; the next
+    /// [`Instance::run`] boots the guest again. The VM, vCPU, console and
+    /// network device are kept (no VM is created), which makes this the
+    /// cheapest way to run an image again. If it fails, the instance must
+    /// not be run again.
+    pub fn reset(
+        &mut self,
+        template: &MemoryTemplate,
+        config: &Config,
+        instance_id: Option<u64>,
+    ) -> Result<(), StartError> {
+        let mut timings = Timings::new(config.timings);
+        self.services.ram.reset_from(template)?;
+        timings.mark("reset memory");
+        let (segments, _) = gdt::segments();
+        let entry = EntryState {
+            entry: self.image.entry(),
+            boot_info: low::BOOT_INFO,
+            stack_top: self.services.ram.layout().stack_top,
+            page_tables: low::PAGE_TABLES,
+            segments: &segments,
+        };
+        // At CPL 3 the guest can still load other selectors into data
+        // segment registers, and a fault leaves CR2 and more behind: the
+        // special registers go back to the entry state too.
+        let sregs = vcpu::entry_sregs(vcpu::get_sregs(&self.vcpu)?, low::PAGE_TABLES, &segments);
+        vcpu::load_entry(&mut self.vcpu, &entry, Some(sregs), self.sync_regs)?;
+        timings.mark("registers");
+        self.services.clock = write_boot_info(
+            &self.services.ram,
+            &self.vcpu,
+            self.tsc_hz,
+            instance_id,
+            self.services.net.as_ref(),
+            config.cmdline.len(),
+        )?;
+        timings.mark("boot info");
+        self.services.timeout = config.timeout.map(|limit| Timeout {
+            at: Instant::now() + limit,
+            limit,
+        });
+        self.watchdog = self
+            .services
+            .timeout
+            .map(|t| Watchdog::arm(t.at))
+            .transpose()
+            .map_err(StartError::Watchdog)?;
+        self.services.calls = CallCounts::default();
+        self.exits = ExitCounts::default();
+        self.timings = timings;
+        Ok(())
+    }
+
+    /// Calls `notify` at the next run's first VM exit (after a
+    /// [`Instance::reset`]; at start, [`Launch::on_first_hypercall`]).
+    pub fn on_first_hypercall(&mut self, notify: Box<dyn FnOnce() + Send>) {
+        self.on_first_hypercall = Some(notify);
     }
 
     /// Runs the guest until it exits, panics, faults, times out or a stop
@@ -352,9 +440,26 @@ impl<'i> Instance<'i> {
                 "{len}-byte store to the hypercall page (a hypercall is one 8-byte store)"
             )));
         }
+        if self.services.snapshot.is_some()
+            && Hypercall::from_nr(offset / 8) == Some(Hypercall::Poll)
+        {
+            self.arm_snapshot();
+        }
         match hypercall::dispatch(&mut self.services, offset / 8, u64::from_le_bytes(data)) {
             Ok(flow) => flow,
             Err(broken) => Flow::Stop(self.broken(&broken.to_string())),
+        }
+    }
+
+    /// Records the vCPU at a POLL exit for the snapshot POLL writes if it
+    /// blocks (the registers and clocks of the moment the guest asked).
+    fn arm_snapshot(&mut self) {
+        let clock_ns = self.services.clock.now_ns();
+        let (Ok(regs), Ok(tsc)) = (self.vcpu.get_regs(), vcpu::guest_tsc(&self.vcpu)) else {
+            return;
+        };
+        if let Some(recorder) = self.services.snapshot.as_mut() {
+            recorder.arm(&regs, tsc, self.tsc_hz, clock_ns);
         }
     }
 
@@ -435,6 +540,58 @@ fn describe_gpa(addr: u64) -> String {
     } else {
         format!("{addr:#x}, which has no RAM")
     }
+}
+
+/// Takes a pre-created VM and points its vCPU at `entry`; with its TSC
+/// frequency and whether it takes registers through `kvm_run`.
+fn attach_pooled(
+    pooled: PooledVm,
+    entry: &EntryState,
+    timings: &mut Timings,
+) -> Result<(VmFd, VcpuFd, u64, bool), StartError> {
+    let PooledVm {
+        mut vcpu,
+        vm,
+        tsc_hz,
+        sync_regs,
+    } = pooled;
+    vcpu::load_entry(&mut vcpu, entry, None, sync_regs)?;
+    timings.mark("pooled vCPU");
+    Ok((vm, vcpu, tsc_hz, sync_regs))
+}
+
+/// Writes the instance's `BootInfo` into `ram` (a fresh seed, its id,
+/// default the next id of this process, and the clock base); the instance
+/// clock starts now.
+fn write_boot_info(
+    ram: &GuestRam,
+    vcpu: &VcpuFd,
+    tsc_hz: u64,
+    instance_id: Option<u64>,
+    net: Option<&NetDevice>,
+    cmdline_len: usize,
+) -> Result<InstanceClock, StartError> {
+    let mut boot = BootInfo {
+        magic: BOOTINFO_MAGIC,
+        abi_version: ABI_VERSION,
+        size: size_of::<BootInfo>() as u32,
+        tsc_hz,
+        instance_id: instance_id
+            .unwrap_or_else(|| NEXT_INSTANCE_ID.fetch_add(1, Ordering::Relaxed)),
+        hypercalls: HYPERCALLS_V1,
+        net: net.map(NetDevice::boot_config).unwrap_or_default(),
+        ..BootInfo::default()
+    };
+    ram.layout().describe(&mut boot, cmdline_len);
+    // Without entropy an instance's "random" seed would repeat; refuse.
+    getrandom::fill(&mut boot.seed).map_err(StartError::Entropy)?;
+    // The instance clock's zero: as close to the first instruction as
+    // the monitor can put it.
+    boot.tsc_at_boot = vcpu::guest_tsc(vcpu)?;
+    let clock = InstanceClock::start();
+    boot.wall_ns_at_boot = hypercall::wall_ns();
+    ram.setup_write(low::BOOT_INFO, boot.as_bytes(), "BootInfo")?;
+    Ok(clock)
 }
 
 /// Creates the VM and its vCPU, ready to run at `entry`, with `kvm` or a

@@ -2,11 +2,13 @@
 
 use crate::cli::RunArgs;
 use crate::image::Image;
-use crate::instance::{Config, Instance, StartError};
-use crate::net::spec;
+use crate::instance::{Config, Instance, Launch, StartError};
+use crate::net::spec::{self, Mac, NetSetup};
 use crate::outcome::{Outcome, STATUS_START_FAILED};
 use crate::signals;
+use crate::snapshot::{Recorder, Snapshot};
 use crate::timings::Timings;
+use std::path::Path;
 
 /// Runs the instance `args` describes and returns the exit status. If a
 /// stop signal ends it, the process dies by that signal instead.
@@ -20,7 +22,7 @@ pub fn run(args: RunArgs) -> i32 {
     if let Err(e) = signals::install() {
         return refuse(&format!("cannot catch SIGTERM and SIGINT: {e}"));
     }
-    let config = Config {
+    let mut config = Config {
         mem_size: args.mem,
         stack_size: args.stack,
         timeout: args.timeout,
@@ -29,16 +31,52 @@ pub fn run(args: RunArgs) -> i32 {
         net,
     };
     let mut timings = Timings::new(config.timings);
-    let image = match Image::load(&args.image, config.mem_size) {
-        Ok(image) => image,
-        Err(e) => return refuse(&e),
+    let restored = match &args.restore {
+        Some(file) => match open_snapshot(file, &args, &mut config) {
+            Ok(restored) => Some(restored),
+            Err(e) => return refuse(&e),
+        },
+        None => None,
     };
-    timings.mark("read image");
-    let mut instance = match Instance::start_timed(&image, &config, timings) {
+    let (snapshot, image) = match restored {
+        Some((snapshot, image)) => (Some(snapshot), image),
+        None => {
+            // clap requires IMAGE without --restore.
+            let path = args.image.clone().unwrap_or_default();
+            match Image::load(&path, config.mem_size) {
+                Ok(image) => (None, image),
+                Err(e) => return refuse(&e),
+            }
+        }
+    };
+    timings.mark(if snapshot.is_some() {
+        "read snapshot"
+    } else {
+        "read image"
+    });
+    // Two instances restored from one snapshot are two instances: each its
+    // own id and (unless --mac says otherwise) its own MAC.
+    let instance_id = match &snapshot {
+        Some(_) => match fresh_identity(&mut config, args.mac.is_some()) {
+            Ok(id) => Some(id),
+            Err(e) => return refuse(&e),
+        },
+        None => None,
+    };
+    let launch = Launch {
+        instance_id,
+        snapshot_on_idle: args
+            .snapshot_on_idle
+            .as_deref()
+            .map(|file| Recorder::new(file, &image, &config)),
+        restore: snapshot.as_ref(),
+        ..Launch::default()
+    };
+    let mut instance = match Instance::start_with(&image, &config, launch, timings) {
         Ok(instance) => instance,
         // The network's errors name the option at fault, not the image.
         Err(e @ StartError::Net(_)) => return refuse(&e),
-        Err(e) => return refuse(&format!("{}: {e}", args.image.display())),
+        Err(e) => return refuse(&format!("{}: {e}", image.path().display())),
     };
     let outcome = instance.run();
     instance.timings().report();
@@ -54,6 +92,39 @@ pub fn run(args: RunArgs) -> i32 {
         signals::die_by(signo);
     }
     outcome.status()
+}
+
+/// Opens and validates the snapshot `file` for `flint run --restore`, and
+/// makes `config` the snapshot's (sizes, command line) with this command
+/// line's network and timeout.
+fn open_snapshot(
+    file: &Path,
+    args: &RunArgs,
+    config: &mut Config,
+) -> Result<(Snapshot, Image), String> {
+    let cannot = |e: &dyn std::fmt::Display| format!("cannot restore {}: {e}", file.display());
+    if !args.args.is_empty() {
+        return Err(cannot(
+            &"the app's arguments come from the snapshot; give none",
+        ));
+    }
+    Snapshot::open_for(file, args.image.as_deref(), config).map_err(|e| cannot(&e))
+}
+
+/// A random instance id for a restored instance, and a random MAC
+/// (52:54:00:xx:xx:xx) unless `mac_given`.
+fn fresh_identity(config: &mut Config, mac_given: bool) -> Result<u64, String> {
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random)
+        .map_err(|e| format!("the host has no entropy for a restored instance's identity: {e}"))?;
+    if !mac_given {
+        if let NetSetup::User { guest, .. } | NetSetup::Tap { guest, .. } = &mut config.net {
+            guest.mac = Mac([0x52, 0x54, 0x00, random[5], random[6], random[7]]);
+        }
+    }
+    // 1 to 2^40: unique in practice, and short enough to read.
+    let id = u64::from_le_bytes(random) & ((1 << 40) - 1);
+    Ok(id.max(1))
 }
 
 fn env_flag(name: &str) -> bool {

@@ -4,9 +4,9 @@
 use crate::gdt::Segments;
 use crate::guest_memory::GuestRam;
 use kvm_bindings::{
-    kvm_cpuid_entry2, kvm_msr_entry, kvm_regs, kvm_userspace_memory_region, CpuId, Msrs,
+    kvm_cpuid_entry2, kvm_msr_entry, kvm_regs, kvm_sregs, kvm_userspace_memory_region, CpuId, Msrs,
 };
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Kvm, SyncReg, VcpuFd, VmFd};
 
 /// CR0: PE MP ET NE WP PG. WP so that read-only pages bind at CPL 3 too.
 pub const CR0: u64 = 0x8001_0033;
@@ -82,27 +82,24 @@ pub struct EntryState<'a> {
 
 /// Creates the vCPU, at CPL 3 in long mode, ready to run `state.entry`.
 pub fn create_vcpu(vm: &VmFd, state: &EntryState) -> Result<VcpuFd, KvmError> {
+    let vcpu = prepare_vcpu(vm, state.page_tables, state.segments)?;
+    vcpu.set_regs(&entry_regs(state))
+        .map_err(ioctl("set registers"))?;
+    Ok(vcpu)
+}
+
+/// Creates the vCPU with everything of ABI.md section 2 that is the same
+/// for every image (CPUID, control and segment registers, MSRs), but no
+/// general registers yet: what a [`crate::pool::VmPool`] keeps ready.
+pub fn prepare_vcpu(vm: &VmFd, page_tables: u64, segments: &Segments) -> Result<VcpuFd, KvmError> {
     let vcpu = vm.create_vcpu(0).map_err(ioctl("create a vCPU"))?;
     // KVM checks EFER.LME and NXE against the guest's CPUID, so the guest
     // must be told it has long mode before the registers go in.
     vcpu.set_cpuid2(&minimal_cpuid()?)
         .map_err(ioctl("set the vCPU's CPUID"))?;
 
-    let mut sregs = vcpu.get_sregs().map_err(ioctl("read special registers"))?;
-    let seg = state.segments;
-    sregs.cr0 = CR0;
-    sregs.cr2 = CR2_SENTINEL;
-    sregs.cr3 = state.page_tables;
-    sregs.cr4 = CR4;
-    sregs.efer = EFER;
-    sregs.cs = seg.code;
-    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) =
-        (seg.data, seg.data, seg.data, seg.data, seg.data);
-    sregs.tr = seg.tss;
-    sregs.ldt = seg.ldt;
-    sregs.gdt = seg.gdt;
-    sregs.idt = seg.idt;
-    vcpu.set_sregs(&sregs)
+    let sregs = vcpu.get_sregs().map_err(ioctl("read special registers"))?;
+    vcpu.set_sregs(&entry_sregs(sregs, page_tables, segments))
         .map_err(ioctl("set special registers"))?;
 
     // syscall/sysenter must fault on every host: kvm_pvm jumps to LSTAR even
@@ -122,16 +119,86 @@ pub fn create_vcpu(vm: &VmFd, state: &EntryState) -> Result<VcpuFd, KvmError> {
     });
     vcpu.set_msrs(&msr_list(&zeroed)?)
         .map_err(ioctl("set MSRs"))?;
+    Ok(vcpu)
+}
 
-    let regs = kvm_regs {
+/// `base` (what KVM reported) with the control and segment registers of
+/// ABI.md section 2.
+pub fn entry_sregs(mut sregs: kvm_sregs, page_tables: u64, seg: &Segments) -> kvm_sregs {
+    sregs.cr0 = CR0;
+    sregs.cr2 = CR2_SENTINEL;
+    sregs.cr3 = page_tables;
+    sregs.cr4 = CR4;
+    sregs.efer = EFER;
+    sregs.cs = seg.code;
+    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) =
+        (seg.data, seg.data, seg.data, seg.data, seg.data);
+    sregs.tr = seg.tss;
+    sregs.ldt = seg.ldt;
+    sregs.gdt = seg.gdt;
+    sregs.idt = seg.idt;
+    sregs
+}
+
+/// The general registers at the guest's first instruction.
+pub fn entry_regs(state: &EntryState) -> kvm_regs {
+    kvm_regs {
         rip: state.entry,
         rsp: state.stack_top,
         rdi: state.boot_info,
         rflags: RFLAGS,
         ..Default::default()
-    };
-    vcpu.set_regs(&regs).map_err(ioctl("set registers"))?;
-    Ok(vcpu)
+    }
+}
+
+/// Has the next `KVM_RUN` load `regs` (and `sregs`, if given) from
+/// `kvm_run`'s sync-regs area (KVM_CAP_SYNC_REGS) instead of a
+/// `KVM_SET_REGS`/`KVM_SET_SREGS` ioctl each: one system call fewer per
+/// register set on the path to the guest's first instruction.
+pub fn load_on_entry(vcpu: &mut VcpuFd, regs: kvm_regs, sregs: Option<kvm_sregs>) {
+    let sync = vcpu.sync_regs_mut();
+    sync.regs = regs;
+    if let Some(sregs) = sregs {
+        sync.sregs = sregs;
+    }
+    vcpu.set_sync_dirty_reg(SyncReg::Register);
+    if sregs.is_some() {
+        vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
+    }
+}
+
+/// Points the vCPU at `state` (and resets its special registers to
+/// `sregs`, if given): through `kvm_run` when `sync_regs`, else with
+/// ioctls.
+pub fn load_entry(
+    vcpu: &mut VcpuFd,
+    state: &EntryState,
+    sregs: Option<kvm_sregs>,
+    sync_regs: bool,
+) -> Result<(), KvmError> {
+    let regs = entry_regs(state);
+    if sync_regs {
+        load_on_entry(vcpu, regs, sregs);
+        return Ok(());
+    }
+    if let Some(sregs) = sregs {
+        vcpu.set_sregs(&sregs)
+            .map_err(ioctl("set special registers"))?;
+    }
+    vcpu.set_regs(&regs).map_err(ioctl("set registers"))
+}
+
+/// True if this KVM loads general and special registers from `kvm_run`
+/// (KVM_CAP_SYNC_REGS), which [`load_on_entry`] needs.
+pub fn has_sync_regs(kvm: &Kvm) -> bool {
+    let need = (SyncReg::Register as i32) | (SyncReg::SystemRegister as i32);
+    kvm.check_extension_int(kvm_ioctls::Cap::SyncRegs) & need == need
+}
+
+/// Reads the special registers (for a reset that must undo what the guest
+/// could change).
+pub fn get_sregs(vcpu: &VcpuFd) -> Result<kvm_sregs, KvmError> {
+    vcpu.get_sregs().map_err(ioctl("read special registers"))
 }
 
 /// CPUID leaf 1 EDX: FPU TSC MSR PAE CX8 CMOV FXSR SSE SSE2, the baseline

@@ -8,7 +8,7 @@ use super::config::Config;
 use super::device::HypercallLink;
 use super::stack::Stack;
 use super::{Error, Result};
-use crate::{boot_info, random, time};
+use crate::{generation, random, time};
 
 /// The link of the VM's stack.
 pub(crate) type VmLink = HypercallLink;
@@ -26,25 +26,32 @@ const EAGER_ROUNDS: u32 = 2;
 /// [`Error::NoDevice`] if the instance has no usable network device.
 pub(crate) fn with_stack<R>(f: impl FnOnce(&mut Stack<VmLink>) -> R) -> Result<R> {
     let mut guard = STACK.lock();
-    let info = boot_info();
     let stack = match &mut *guard {
         Some(stack) => stack,
         empty => {
-            let config = Config::from_boot(&info.net)?;
+            let generation = generation::current();
+            let config = Config::from_boot(&generation::fresh_boot_info().net)?;
             let mut stack = Stack::new(HypercallLink, &config, random::u64(), time::monotonic_ns());
-            stack.generation = info.generation;
+            stack.generation = generation;
             empty.insert(stack)
         }
     };
-    if stack.generation != info.generation {
-        // Restored from a snapshot: the monitor may have given this
-        // instance a new identity (ABI.md section 3).
-        if let Ok(config) = Config::from_boot(&info.net) {
-            stack.reconfigure(&config);
-        }
-        stack.generation = info.generation;
-    }
+    catch_up(stack);
     Ok(f(stack))
+}
+
+/// After a snapshot restore, takes in the identity the monitor gave this
+/// instance (ABI.md section 3). Returns true if it did.
+fn catch_up(stack: &mut Stack<VmLink>) -> bool {
+    let generation = generation::current();
+    if stack.generation == generation {
+        return false;
+    }
+    if let Ok(config) = Config::from_boot(&generation::fresh_boot_info().net) {
+        stack.reconfigure(&config, random::u64(), time::monotonic_ns());
+    }
+    stack.generation = generation;
+    true
 }
 
 /// See [`super::wait`].
@@ -77,6 +84,10 @@ fn wait_on(stack: &mut Stack<VmLink>, deadline: u64) {
         stack.device.stats.polls += 1;
         if time::poll(wake) & POLL_READY_NET != 0 {
             stack.device.set_rx_ready();
+        }
+        if catch_up(stack) {
+            // Restored: the sockets may see a new world; let the app look.
+            return;
         }
     }
 }

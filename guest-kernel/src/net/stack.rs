@@ -80,10 +80,16 @@ impl<L: Link> Stack<L> {
     }
 
     /// Applies a new identity after a snapshot restore: MAC, address and
-    /// gateway. (The MTU stays what it was at boot.)
-    pub(crate) fn reconfigure(&mut self, config: &Config) {
-        self.iface
-            .set_hardware_addr(EthernetAddress(config.mac).into());
+    /// gateway, and a fresh `seed`. The interface is made anew (smoltcp
+    /// keeps its random state, for TCP sequence numbers and IP ids, inside
+    /// it, and two instances restored from one snapshot must not share
+    /// it; its neighbour cache belonged to the old identity too). The
+    /// sockets are kept; the MTU stays what it was at boot.
+    pub(crate) fn reconfigure(&mut self, config: &Config, seed: u64, now_ns: u64) {
+        let mut iface_config = IfaceConfig::new(EthernetAddress(config.mac).into());
+        iface_config.random_seed = seed;
+        self.iface = Interface::new(iface_config, &mut self.device, instant(now_ns));
+        self.next_port = (seed >> 32) as u16 % EPHEMERAL_COUNT;
         self.set_addresses(config);
     }
 

@@ -267,3 +267,26 @@ fn udp_datagrams_carry_their_sender() {
     );
     assert_eq!(&buf[..4], b"ping");
 }
+
+#[test]
+fn after_a_restore_the_new_identity_answers_and_the_listener_survives() {
+    let mut net = Net::new();
+    let listener = net.guest.tcp_listen(80, 4, TcpBuffers::DEFAULT).unwrap();
+    // A snapshot restore gives the instance 10.0.2.16 and a new MAC.
+    net.guest.reconfigure(&config(16), 77, net.now);
+    assert_eq!(
+        net.guest.iface.hardware_addr(),
+        smoltcp::wire::EthernetAddress(config(16).mac).into()
+    );
+    let c = net
+        .client
+        .tcp_connect(config(16).ipv4, 80, TcpBuffers::DEFAULT)
+        .unwrap();
+    net.settle();
+    assert_eq!(net.client.tcp_connected(c), Ok(true));
+    assert!(net.guest.tcp_accept(listener).is_some());
+    // The old address is gone.
+    let old = net.connect(80);
+    net.settle();
+    assert_ne!(net.client.tcp_connected(old), Ok(true));
+}

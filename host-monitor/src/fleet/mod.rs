@@ -79,6 +79,7 @@ pub fn worker_main(args: FleetWorkerArgs) -> i32 {
     } = args.fleet;
     worker::run(worker::WorkerConfig {
         image: args.run.image.clone(),
+        restore: args.run.restore.clone(),
         first_id: args.first_id,
         count: args.instances,
         restart: restart.into(),

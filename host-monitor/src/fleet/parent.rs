@@ -12,10 +12,12 @@ use crate::cli::FleetArgs;
 use crate::image::Image;
 use crate::outcome::STATUS_START_FAILED;
 use crate::signals;
+use crate::snapshot::Snapshot;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use protocol::{read_lines, Event};
 use std::io::{IsTerminal, Write};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread;
@@ -80,9 +82,23 @@ pub fn run(args: FleetArgs) -> i32 {
     if let Err(why) = super::instance_config(&args.run) {
         return fail(&why);
     }
-    // Parse and check the image once here, so a bad one is one line.
-    if let Err(e) = Image::load(&args.run.image, args.run.mem) {
-        return fail(&e);
+    // Parse and check the image (or snapshot) once here, so a bad one is
+    // one line.
+    match (&args.run.restore, &args.run.image) {
+        (Some(file), image) => {
+            let mut config = match super::instance_config(&args.run) {
+                Ok(config) => config,
+                Err(why) => return fail(&why),
+            };
+            if let Err(e) = Snapshot::open_for(file, image.as_deref(), &mut config) {
+                return fail(&format!("cannot restore {}: {e}", file.display()));
+            }
+        }
+        (None, image) => {
+            if let Err(e) = Image::load(image.as_deref().unwrap_or(Path::new("")), args.run.mem) {
+                return fail(&e);
+            }
+        }
     }
     if let Some(dir) = &args.fleet.console_dir {
         if let Err(e) = std::fs::create_dir_all(dir) {
@@ -500,7 +516,9 @@ impl Fleet {
         if !window.is_zero() {
             s.idle_cpu_percent = 100.0 * cpu.as_secs_f64() / window.as_secs_f64();
         }
-        let text = s.text(&self.args.run.image.display().to_string());
+        let run = &self.args.run;
+        let what = run.restore.as_ref().or(run.image.as_ref());
+        let text = s.text(&what.map(|p| p.display().to_string()).unwrap_or_default());
         self.bar.suspend(|| eprint!("{text}"));
         if let Some(path) = &self.args.summary_json {
             // Whole or not at all, for whoever waits for the file.

@@ -21,6 +21,15 @@ impl InstanceClock {
         }
     }
 
+    /// This clock set back by `ns`: it reads `ns` now (a restored instance
+    /// carries on from its snapshot's clock).
+    pub fn back_dated(self, ns: u64) -> InstanceClock {
+        let zero = self.zero.checked_sub(Duration::from_nanos(ns));
+        InstanceClock {
+            zero: zero.unwrap_or(self.zero),
+        }
+    }
+
     /// Nanoseconds since the clock started.
     pub fn now_ns(&self) -> u64 {
         self.zero.elapsed().as_nanos() as u64

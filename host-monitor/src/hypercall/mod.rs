@@ -52,6 +52,8 @@ pub struct Services {
     /// Called the first time POLL blocks (the guest is initialised and
     /// waiting for work).
     pub on_idle: Option<Box<dyn FnOnce() + Send>>,
+    /// Written the first time POLL blocks (`--snapshot-on-idle`).
+    pub snapshot: Option<crate::snapshot::Recorder>,
 }
 
 /// What the vCPU does after a hypercall.

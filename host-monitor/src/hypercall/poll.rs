@@ -44,6 +44,15 @@ pub(super) fn poll(s: &mut Services, gpa: u64) -> Result<Flow, BadBlock> {
                 .min()
         };
         if !first {
+            if let Some(recorder) = s.snapshot.take().filter(|r| r.is_armed()) {
+                // The snapshot resumes as if this POLL returned with nothing
+                // ready; this instance goes on waiting.
+                s.ram.set_field(gpa, offset_of!(PollBlock, ready), 0u64);
+                s.ram.set_field(gpa, offset_of!(PollBlock, ret), 0i64);
+                if let Err(e) = recorder.write(&s.ram) {
+                    eprintln!("flint: {e}");
+                }
+            }
             if let Some(on_idle) = s.on_idle.take() {
                 on_idle();
             }

@@ -73,6 +73,11 @@ impl Image {
         &self.path
     }
 
+    /// The image file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// The entry point (inside an executable segment).
     pub fn entry(&self) -> u64 {
         self.entry

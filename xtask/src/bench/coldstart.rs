@@ -1,14 +1,22 @@
-//! `cargo xtask bench coldstart [-n N]`: how long a Flint micro-VM takes to
-//! start, as a user sees it, next to a native process.
+//! `cargo xtask bench coldstart [-n N]`: how long a Flint instance takes
+//! to start, every way Flint can start one, in one run.
 //!
-//! Each of N rounds runs, one after the other, `flint run hello.elf` and a
-//! static native hello (`hello.c`, built with `gcc -static -O2`), each as a
-//! whole new process started with `std::process::Command` (posix_spawn). For
-//! each it measures exec → first byte on stdout and exec → exit. Interleaving
-//! the two makes both see the same machine state. The table gives p50, p90
-//! and p99 and the ratio flint/native; `target/bench/coldstart.json` holds
-//! the same and every sample. Beneath the table, one `FLINT_TIMINGS=1` run
-//! shows where the monitor's own time goes.
+//! | case | endpoints |
+//! |---|---|
+//! | native | posix_spawn of a static hello (`hello.c`) → its first byte |
+//! | flint run | exec of `flint run hello.elf` → first console byte |
+//! | flint run --restore | exec of `flint run --restore` of an http snapshot → first byte of an HTTP response through `--publish` |
+//! | in-process fresh VM, template + pool, reset | API call → first hypercall (`host-monitor/examples/coldstart_inprocess.rs`) |
+//! | QEMU microvm | only if `qemu-system-x86_64` is installed |
+//!
+//! Each of N rounds runs the process cases one after the other, so all see
+//! the same machine state; the in-process example runs once, halfway
+//! through, interleaving its own three cases. A case that cannot run here
+//! (no snapshot support, no example, no QEMU) is listed as "not available"
+//! with the reason, and the rest still runs. The table gives p50, p90,
+//! p99, the target and each case's phase breakdown;
+//! `target/bench/coldstart.json` holds the same and every sample,
+//! `target/bench/coldstart.svg` a histogram per case.
 
 use std::fs;
 use std::io::Read;
@@ -16,18 +24,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::stats::{json_ns, json_str, ms, Samples};
+use super::coldstart_cases::{build_inprocess, run_inprocess, InProcess, Restore};
+use super::coldstart_report::{json, table, Measured, Row, Target};
 use crate::{guest, monitor, packages, root, target_dir, Error, Result};
 
-/// What both programs must print.
+/// What both hello programs must print.
 const HELLO: &[u8] = b"Hello, world!\n";
 
 /// Rounds not counted, to warm the page cache and the host's KVM paths.
-const WARMUP: usize = 5;
+pub(super) const WARMUP: usize = 5;
 
-/// The target: flint's p50 exec → first byte within this factor of
-/// the native baseline's.
-const TARGET_RATIO: f64 = 1.5;
+/// The target for the CLI cases: p50 within this factor of the
+/// native baseline's.
+const TARGET_RATIO: f64 = 1.3;
 
 /// The bench's options.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,74 +73,155 @@ impl Options {
     }
 }
 
-/// One process start.
-struct Sample {
-    first_byte: Duration,
-    exit: Duration,
-}
-
-/// The samples of one program.
-struct Case {
-    name: &'static str,
+/// A process case's samples, exec → first byte.
+struct Spawned {
     command: Vec<String>,
     first_byte: Vec<Duration>,
-    exit: Vec<Duration>,
 }
 
-impl Case {
-    fn new(name: &'static str, program: &Path, args: &[&Path]) -> Case {
+impl Spawned {
+    fn new(program: &Path, args: &[&Path]) -> Spawned {
         let mut command = vec![program.display().to_string()];
         command.extend(args.iter().map(|a| a.display().to_string()));
-        Case {
-            name,
+        Spawned {
             command,
             first_byte: Vec::new(),
-            exit: Vec::new(),
         }
     }
 
     fn run_once(&mut self, record: bool) -> Result<()> {
-        let sample = spawn_and_time(&self.command)?;
+        let first_byte = spawn_and_time(&self.command)?;
         if record {
-            self.first_byte.push(sample.first_byte);
-            self.exit.push(sample.exit);
+            self.first_byte.push(first_byte);
         }
         Ok(())
     }
 }
 
+/// The in-process cases the example reports, in table order.
+const INPROCESS: [(&str, &str, u64); 3] = [
+    ("inprocess-fresh", "in-process fresh VM", 500),
+    ("inprocess-template-pool", "in-process template + pool", 150),
+    ("inprocess-reset", "in-process restore / reset", 50),
+];
+
 /// Runs the bench and prints its report.
 pub fn run(options: &Options) -> Result<()> {
-    eprintln!("coldstart: building hello.elf, the monitor and the native baseline...");
-    let image = guest::build("hello")?;
+    eprintln!("coldstart: building hello.elf, http.elf, the monitor and the native baseline...");
+    let hello = guest::build("hello")?;
+    let http = guest::build("http")?;
     let flint = monitor::build()?;
     let native = build_native()?;
+    let restore = Restore::prepare(&flint, &http);
+    if let Err(why) = &restore {
+        eprintln!("coldstart: flint run --restore: not available: {why}");
+    }
+    let inprocess_bin = build_inprocess();
+    if let Err(why) = &inprocess_bin {
+        eprintln!("coldstart: in-process cases: not available: {why}");
+    }
 
-    let mut cases = [
-        Case::new("flint", &flint, &[Path::new("run"), &image]),
-        Case::new("native", &native, &[]),
-    ];
+    let mut native_case = Spawned::new(&native, &[]);
+    let mut flint_case = Spawned::new(&flint, &[Path::new("run"), &hello]);
+    let mut restored: std::result::Result<Vec<Duration>, String> =
+        restore.as_ref().map(|_| Vec::new()).map_err(Clone::clone);
+    let mut inprocess: std::result::Result<Vec<InProcess>, String> = Err("not run".into());
     eprintln!(
-        "coldstart: {} warm-up and {} measured rounds, interleaved...",
-        WARMUP, options.runs
+        "coldstart: {WARMUP} warm-up and {} measured rounds, interleaved...",
+        options.runs
     );
     for round in 0..WARMUP + options.runs {
-        for case in &mut cases {
-            case.run_once(round >= WARMUP)?;
+        let record = round >= WARMUP;
+        native_case.run_once(record)?;
+        flint_case.run_once(record)?;
+        if let (Ok(r), Ok(samples)) = (&restore, &mut restored) {
+            match r.run_once() {
+                Ok(d) if record => samples.push(d),
+                Ok(_) => {}
+                Err(why) => restored = Err(format!("failed: {why}")),
+            }
+        }
+        if round == WARMUP + options.runs / 2 {
+            inprocess = match &inprocess_bin {
+                Ok(bin) => run_inprocess(bin, &hello, options.runs),
+                Err(why) => Err(why.clone()),
+            };
         }
     }
-    let timings = flint_timings(&flint, &image)?;
-    let report = Report::new(&cases, timings);
-    println!("{}", report.table());
-    let json_path = target_dir().join("bench").join("coldstart.json");
-    fs::write(&json_path, report.json(&cases)).map_err(Error::io(&json_path))?;
-    println!("wrote {}", json_path.display());
+
+    let native_phases = Vec::new();
+    let mut rows = vec![
+        Row {
+            name: "native".into(),
+            endpoints: "posix_spawn of a static hello -> its first byte",
+            result: Ok(Measured::from_samples(
+                native_case.first_byte,
+                native_phases,
+            )),
+            target: None,
+        },
+        Row {
+            name: "flint run hello.elf".into(),
+            endpoints: "exec -> first console byte",
+            result: Ok(Measured::from_samples(
+                flint_case.first_byte,
+                flint_timings(&flint, &hello)?,
+            )),
+            target: Some(Target::RatioToNative(TARGET_RATIO)),
+        },
+        Row {
+            name: "flint run --restore (http)".into(),
+            endpoints: "exec -> first byte of an HTTP response via --publish",
+            result: match (restored, &restore) {
+                (Ok(s), Ok(r)) if !s.is_empty() => Ok(Measured::from_samples(s, r.timings())),
+                (Ok(_), _) => Err("no samples".into()),
+                (Err(why), _) => Err(why),
+            },
+            target: Some(Target::RatioToNative(TARGET_RATIO)),
+        },
+    ];
+    for (case, name, target_us) in INPROCESS {
+        let result = match &inprocess {
+            Ok(all) => all
+                .iter()
+                .find(|c| c.case == case)
+                .cloned()
+                .map(Measured::from_inprocess)
+                .ok_or_else(|| format!("the example printed no `{case}` line")),
+            Err(why) => Err(why.clone()),
+        };
+        rows.push(Row {
+            name: name.into(),
+            endpoints: "API call -> first hypercall",
+            result,
+            target: Some(Target::Within(Duration::from_micros(target_us))),
+        });
+    }
+    rows.push(Row {
+        name: "QEMU microvm".into(),
+        endpoints: "spawn -> first serial byte of a minimal PVH guest",
+        result: Err(if packages::on_path("qemu-system-x86_64") {
+            "the bench ships no PVH guest yet".into()
+        } else {
+            "qemu-system-x86_64 is not installed".into()
+        }),
+        target: None,
+    });
+
+    println!("{}", table(&rows, options.runs));
+    let dir = target_dir().join("bench");
+    fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+    let json_path = dir.join("coldstart.json");
+    fs::write(&json_path, json(&rows, options.runs)).map_err(Error::io(&json_path))?;
+    let svg_path = dir.join("coldstart.svg");
+    fs::write(&svg_path, super::coldstart_plot::svg(&rows)).map_err(Error::io(&svg_path))?;
+    println!("wrote {} and {}", json_path.display(), svg_path.display());
     Ok(())
 }
 
-/// Starts `command`, timing exec → first stdout byte and exec → exit, and
-/// checks it printed exactly `Hello, world!\n` and exited 0.
-fn spawn_and_time(command: &[String]) -> Result<Sample> {
+/// Starts `command`, timing exec → first stdout byte, and checks it
+/// printed exactly `Hello, world!\n` and exited 0.
+fn spawn_and_time(command: &[String]) -> Result<Duration> {
     let fail = |why: String| Error::Bench(format!("`{}`: {why}", command.join(" ")));
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..])
@@ -153,7 +243,6 @@ fn spawn_and_time(command: &[String]) -> Result<Sample> {
         .read_to_end(&mut out)
         .map_err(|e| fail(format!("reading stdout: {e}")))?;
     let status = child.wait().map_err(|e| fail(format!("waiting: {e}")))?;
-    let exit = start.elapsed();
     if !status.success() || out != HELLO {
         return Err(fail(format!(
             "expected {:?} and status 0, got {:?} and {status}",
@@ -161,7 +250,7 @@ fn spawn_and_time(command: &[String]) -> Result<Sample> {
             String::from_utf8_lossy(&out)
         )));
     }
-    Ok(Sample { first_byte, exit })
+    Ok(first_byte)
 }
 
 /// Builds `target/bench/hello-native` from `hello.c` with `gcc -static -O2`.
@@ -212,130 +301,6 @@ fn flint_timings(flint: &Path, image: &Path) -> Result<Vec<String>> {
         .lines()
         .map(str::to_owned)
         .collect())
-}
-
-/// What the bench found.
-struct Report {
-    runs: usize,
-    rows: Vec<(String, Samples)>,
-    first_byte: [Samples; 2],
-    exit: [Samples; 2],
-    timings: Vec<String>,
-}
-
-impl Report {
-    fn new(cases: &[Case; 2], timings: Vec<String>) -> Report {
-        let mut rows = Vec::new();
-        for case in cases {
-            rows.push((
-                format!("{} exec -> first byte", case.name),
-                Samples::new(case.first_byte.clone()),
-            ));
-            rows.push((
-                format!("{} exec -> exit", case.name),
-                Samples::new(case.exit.clone()),
-            ));
-        }
-        Report {
-            runs: cases[0].first_byte.len(),
-            rows,
-            first_byte: cases.clone_samples(|c| &c.first_byte),
-            exit: cases.clone_samples(|c| &c.exit),
-            timings,
-        }
-    }
-
-    fn table(&self) -> String {
-        let mut t = format!(
-            "\ncoldstart: {} runs each, flint and native interleaved (after {WARMUP} warm-up rounds)\n\n",
-            self.runs
-        );
-        t += &format!("{:<30} {:>12} {:>12} {:>12}\n", "case", "p50", "p90", "p99");
-        for (name, s) in &self.rows {
-            t += &format!(
-                "{name:<30} {:>12} {:>12} {:>12}\n",
-                ms(s.p50()),
-                ms(s.p90()),
-                ms(s.p99())
-            );
-        }
-        for (name, [f, n]) in [("first byte", &self.first_byte), ("exit", &self.exit)] {
-            let r = |q: fn(&Samples) -> Duration| format!("{:.2}x", ratio(q(f), q(n)));
-            t += &format!(
-                "{:<30} {:>12} {:>12} {:>12}\n",
-                format!("ratio flint/native {name}"),
-                r(Samples::p50),
-                r(Samples::p90),
-                r(Samples::p99)
-            );
-        }
-        let p50 = ratio(self.first_byte[0].p50(), self.first_byte[1].p50());
-        let verdict = if p50 <= TARGET_RATIO {
-            "met"
-        } else {
-            "NOT met"
-        };
-        t +=
-            &format!("\ntarget: first byte p50 <= {TARGET_RATIO}x native: {verdict} ({p50:.2}x)\n");
-        t += "\nflint phase breakdown (one run with FLINT_TIMINGS=1):\n";
-        if self.timings.is_empty() {
-            t += "  (the monitor printed nothing: does it support FLINT_TIMINGS?)\n";
-        }
-        for line in &self.timings {
-            t += &format!("  {line}\n");
-        }
-        t
-    }
-
-    fn json(&self, cases: &[Case; 2]) -> String {
-        let case = |c: &Case, first: &Samples, exit: &Samples| {
-            let command: Vec<String> = c.command.iter().map(|a| json_str(a)).collect();
-            format!(
-                "{{\n    \"command\": [{}],\n    \"first_byte\": {},\n    \"exit\": {},\n    \"first_byte_samples_ns\": {},\n    \"exit_samples_ns\": {}\n  }}",
-                command.join(", "),
-                first.json(),
-                exit.json(),
-                json_ns(&c.first_byte),
-                json_ns(&c.exit)
-            )
-        };
-        let ratios = |s: &[Samples; 2]| {
-            format!(
-                "{{\"p50\": {:.4}, \"p90\": {:.4}, \"p99\": {:.4}}}",
-                ratio(s[0].p50(), s[1].p50()),
-                ratio(s[0].p90(), s[1].p90()),
-                ratio(s[0].p99(), s[1].p99())
-            )
-        };
-        let timings: Vec<String> = self.timings.iter().map(|l| json_str(l)).collect();
-        format!(
-            "{{\n  \"bench\": \"coldstart\",\n  \"runs\": {},\n  \"warmup_runs\": {WARMUP},\n  \"flint\": {},\n  \"native\": {},\n  \"ratio_first_byte\": {},\n  \"ratio_exit\": {},\n  \"target_first_byte_p50_ratio\": {TARGET_RATIO},\n  \"flint_timings\": [{}]\n}}\n",
-            self.runs,
-            case(&cases[0], &self.first_byte[0], &self.exit[0]),
-            case(&cases[1], &self.first_byte[1], &self.exit[1]),
-            ratios(&self.first_byte),
-            ratios(&self.exit),
-            timings.join(", ")
-        )
-    }
-}
-
-/// Both cases' samples of one measurement.
-trait CloneSamples {
-    fn clone_samples(&self, pick: fn(&Case) -> &Vec<Duration>) -> [Samples; 2];
-}
-
-impl CloneSamples for [Case; 2] {
-    fn clone_samples(&self, pick: fn(&Case) -> &Vec<Duration>) -> [Samples; 2] {
-        [
-            Samples::new(pick(&self[0]).clone()),
-            Samples::new(pick(&self[1]).clone()),
-        ]
-    }
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Benchmarks: `cargo xtask bench <what> [options]`.
 //!
-//! - `coldstart [-n N]`: whole-process cold start of `flint run hello.elf`
+//! - `coldstart [-n N]`: cold start every way Flint starts an instance
+//!   (`flint run`, `flint run --restore`, in-process fresh / pooled / reset)
 //!   against a static native hello ([`coldstart`]).
 //! - `net [-d SECS] [-t THREADS] [-c CONNS] [--path PATH]`: `wrk` against
 //!   the http app through `--publish` and against a native server with the
@@ -10,6 +11,9 @@
 //!   idle CPU per instance, teardown, answers ([`density`]).
 
 pub mod coldstart;
+mod coldstart_cases;
+mod coldstart_plot;
+mod coldstart_report;
 pub mod density;
 mod density_plot;
 pub mod native_http;

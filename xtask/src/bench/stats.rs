@@ -87,11 +87,6 @@ pub fn json_str(s: &str) -> String {
     out
 }
 
-/// A duration for the table: milliseconds with microsecond precision.
-pub fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1e3)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

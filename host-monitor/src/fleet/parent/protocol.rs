@@ -43,7 +43,12 @@ pub fn worker_argv(a: &FleetArgs, first: u64, count: u64) -> Vec<OsString> {
     if r.stats {
         v.push("--stats".into());
     }
-    v.push(r.image.clone().into_os_string());
+    if let Some(snapshot) = &r.restore {
+        v.extend(["--restore".into(), snapshot.clone().into_os_string()]);
+    }
+    if let Some(image) = &r.image {
+        v.push(image.clone().into_os_string());
+    }
     if !r.args.is_empty() {
         v.push("--".into());
         v.extend(r.args.iter().map(OsString::from));

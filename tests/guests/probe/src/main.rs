@@ -20,6 +20,7 @@
 //! | `fault CASE` | a CPU exception ([`faults`]); must be stopped |
 //! | `net CASE [ARG]` | the network hypercalls with a device ([`net`]) |
 //! | `id-lines`, `id-fault`, `id-exit`, `id-serve` | by instance id, for fleets ([`fleet`]) |
+//! | `snapshot-identity` | reports its identity, sleeps in POLL until restored, reports again ([`snapshot`]) |
 //!
 //! Reports are `key=value` lines on the console. Each command is a few
 //! hypercalls: every VM exit costs tens of microseconds.
@@ -36,6 +37,7 @@ mod buffers;
 mod faults;
 mod fleet;
 mod net;
+mod snapshot;
 
 use core::hint::black_box;
 
@@ -137,6 +139,7 @@ fn main(args: Args) -> i32 {
         "id-lines" | "id-fault" | "id-exit" | "id-serve" => {
             fleet::run(command, first, words.next().unwrap_or(""))
         }
+        "snapshot-identity" => snapshot::identity(),
         other => {
             println!("probe: unknown command {other:?}");
             2
