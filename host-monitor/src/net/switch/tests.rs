@@ -8,8 +8,7 @@ use crate::net::{NetDevice, Received};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, HardwareAddress, IpAddress, IpCidr,
+    ArpOperation, ArpPacket, EthernetAddress, EthernetFrame, HardwareAddress, IpAddress, IpCidr,
 };
 use std::io::Read;
 use std::net::TcpStream;
@@ -265,23 +264,7 @@ fn connections_to_an_instance_that_stops_are_reset() {
 
 /// An Ethernet frame carrying an ARP reply from `from` to `to`.
 fn arp_reply(from: u64, to: [u8; 6]) -> Vec<u8> {
-    let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Reply,
-        source_hardware_addr: EthernetAddress(instance_mac(from).0),
-        source_protocol_addr: instance_ip(from),
-        target_hardware_addr: EthernetAddress(to),
-        target_protocol_addr: FLEET_GATEWAY,
-    };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(instance_mac(from).0),
-        dst_addr: EthernetAddress(to),
-        ethertype: EthernetProtocol::Arp,
-    };
-    let mut frame = vec![0u8; eth.buffer_len() + arp.buffer_len()];
-    let mut packet = EthernetFrame::new_unchecked(&mut frame[..]);
-    eth.emit(&mut packet);
-    arp.emit(&mut ArpPacket::new_unchecked(packet.payload_mut()));
-    frame
+    super::thread::arp_reply(from, EthernetAddress(to))
 }
 
 #[test]

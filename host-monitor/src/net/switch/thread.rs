@@ -211,18 +211,22 @@ fn route_owned(shared: &Shared, frame: Vec<u8>) {
 
 /// An ARP reply from instance `id` to the gateway.
 fn arp_announcement(id: u64) -> Vec<u8> {
-    let mac = EthernetAddress(instance_mac(id).0);
     let gateway = EthernetAddress(crate::net::spec::gateway_mac(FLEET_GATEWAY).0);
+    arp_reply(id, gateway)
+}
+
+/// An Ethernet frame carrying an ARP reply from instance `from` to `to`.
+pub(super) fn arp_reply(from: u64, to: EthernetAddress) -> Vec<u8> {
     let arp = ArpRepr::EthernetIpv4 {
         operation: ArpOperation::Reply,
-        source_hardware_addr: mac,
-        source_protocol_addr: instance_ip(id),
-        target_hardware_addr: gateway,
+        source_hardware_addr: EthernetAddress(instance_mac(from).0),
+        source_protocol_addr: instance_ip(from),
+        target_hardware_addr: to,
         target_protocol_addr: FLEET_GATEWAY,
     };
     let eth = EthernetRepr {
-        src_addr: mac,
-        dst_addr: gateway,
+        src_addr: EthernetAddress(instance_mac(from).0),
+        dst_addr: to,
         ethertype: EthernetProtocol::Arp,
     };
     let mut frame = vec![0u8; eth.buffer_len() + arp.buffer_len()];
