@@ -57,6 +57,13 @@ fn mem_with_overflowing_size_is_refused_with_125() {
 }
 
 #[test]
+fn stack_near_2_pow_64_is_refused_with_125() {
+    // 2^64 - 4 KiB: adding the guard page used to wrap to 0 (found by
+    // fuzz/snapshot_parse through a snapshot's stack size).
+    refused(&["run", "--stack", "18446744073709547520", &hello()]);
+}
+
+#[test]
 fn stack_below_16_kib_is_refused_with_125() {
     refused(&["run", "--stack", "1K", &hello()]);
 }

@@ -164,9 +164,27 @@ pub struct RunArgs {
     #[arg(long, value_name = "MAC", value_parser = parse_mac)]
     pub mac: Option<Mac>,
 
-    /// Print VM exits, hypercalls and network counters to stderr at the end.
+    /// Print VM exits, hypercalls, network counters and what the limits
+    /// dropped to stderr at the end.
     #[arg(long)]
     pub stats: bool,
+
+    /// Run without the seccomp filters (debugging only: a compromised
+    /// monitor could then make any system call). Says so on stderr.
+    #[arg(long)]
+    pub no_seccomp: bool,
+
+    /// Limit console output to BYTES in all, and with /RATE to RATE bytes
+    /// a second (bursts up to one second's worth), e.g. 1M or 1M/64K.
+    /// Output past a limit is dropped and counted; the instance goes on.
+    #[arg(long, value_name = "BYTES[/RATE]", value_parser = crate::limits::parse_console_limit)]
+    pub console_limit: Option<crate::limits::ConsoleLimit>,
+
+    /// Limit the frames the guest sends to PPS a second (bursts up to one
+    /// second's worth); frames beyond it are dropped and counted, like a
+    /// full NIC queue. The instance goes on.
+    #[arg(long, value_name = "PPS", value_parser = crate::limits::parse_net_rate)]
+    pub net_rate: Option<u64>,
 
     /// Write a snapshot of the instance to FILE the first time the guest
     /// blocks in POLL (initialised and waiting for work); the instance
@@ -203,6 +221,12 @@ Networking:
   unless --ip, --gateway or --mac say otherwise.
   --net tap:NAME attaches TAP device NAME; the MTU is the device's, the address must
   be given with --ip ADDR/PREFIX (and --gateway if the guest needs one).
+
+Limits:
+  --mem and --timeout bound memory and wall time. --console-limit and --net-rate never
+  stop the instance: output or frames past them are dropped (the guest is told they
+  went out), the first hit of each limit prints one line on stderr
+  (`flint: limit: ...`), and --stats counts the drops on its `limits` line.
 
 Example:
   flint run --publish 127.0.0.1:8080:80 target/flint/http.elf";

@@ -8,6 +8,7 @@ use crate::guest_memory::{GuestRam, MemoryError, MemoryTemplate};
 use crate::hypercall::{self, Console, Flow, InstanceClock, Services, Timeout};
 use crate::image::Image;
 use crate::layout::{low, Layout, LayoutError};
+use crate::limits::{LimitCounts, Limits};
 use crate::net::spec::NetSetup;
 use crate::net::{NetDevice, NetError};
 use crate::outcome::Outcome;
@@ -125,6 +126,10 @@ pub struct Launch<'a> {
     /// Resume this snapshot (opened for `image`, with `config` made from
     /// its header) instead of booting; its RAM is the template.
     pub restore: Option<&'a Snapshot>,
+    /// Console and network limits (`--console-limit`, `--net-rate`);
+    /// default: none. They hold for the instance's life, across
+    /// [`Instance::reset`]s.
+    pub limits: Limits,
 }
 
 /// A started instance, ready to run.
@@ -183,7 +188,8 @@ impl<'i> Instance<'i> {
         let net = match launch.net.take() {
             Some(net) => Some(net),
             None => NetDevice::open(&config.net)?,
-        };
+        }
+        .map(|net| net.limited(launch.limits.net_pps));
         if net.is_some() {
             timings.mark("network");
         }
@@ -249,7 +255,11 @@ impl<'i> Instance<'i> {
         let services = Services {
             ram,
             clock,
-            console: launch.console.take().unwrap_or_else(Console::stdout),
+            console: launch
+                .console
+                .take()
+                .unwrap_or_else(Console::stdout)
+                .limited(launch.limits.console),
             timeout,
             net,
             idle,
@@ -401,6 +411,12 @@ impl<'i> Instance<'i> {
         }
     }
 
+    /// The vCPU's fd: the only one a seccomp-filtered vCPU thread may
+    /// issue KVM ioctls on.
+    pub fn vcpu_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.vcpu)
+    }
+
     /// What the instance has cost so far.
     pub fn stats(&self) -> Stats {
         Stats {
@@ -412,6 +428,22 @@ impl<'i> Instance<'i> {
                 .as_ref()
                 .map(NetDevice::counters)
                 .unwrap_or_default(),
+            limits: self.limit_counts(),
+        }
+    }
+
+    /// What the instance's limits have dropped so far.
+    pub fn limit_counts(&self) -> LimitCounts {
+        let console = self.services.console.limit_counts();
+        let net = self
+            .services
+            .net
+            .as_ref()
+            .map(NetDevice::limit_counts)
+            .unwrap_or_default();
+        LimitCounts {
+            net_rate_dropped: net.net_rate_dropped,
+            ..console
         }
     }
 

@@ -137,8 +137,11 @@ impl Layout {
             stack_size,
             mem_size,
         };
-        let heap_end = mem_size
-            .checked_sub(stack_size + GUARD_SIZE)
+        // Checked: a snapshot's stack size is untrusted, and one near 2^64
+        // must not wrap to a layout with no stack and no guard page.
+        let heap_end = stack_size
+            .checked_add(GUARD_SIZE)
+            .and_then(|below| mem_size.checked_sub(below))
             .filter(|end| end.saturating_sub(heap_start) >= HEAP_MIN && *end >= heap_start)
             .ok_or(too_big)?;
 

@@ -3,8 +3,10 @@
 use crate::cli::RunArgs;
 use crate::image::Image;
 use crate::instance::{Config, Instance, Launch, StartError};
+use crate::limits::Limits;
 use crate::net::spec::{self, Mac, NetSetup};
 use crate::outcome::{Outcome, STATUS_START_FAILED};
+use crate::seccomp;
 use crate::signals;
 use crate::snapshot::{Recorder, Snapshot};
 use crate::timings::Timings;
@@ -70,14 +72,37 @@ pub fn run(args: RunArgs) -> i32 {
             .as_deref()
             .map(|file| Recorder::new(file, &image, &config)),
         restore: snapshot.as_ref(),
+        limits: Limits {
+            console: args.console_limit,
+            net_pps: args.net_rate,
+        },
         ..Launch::default()
     };
+    let snapshotting = launch.snapshot_on_idle.is_some();
+    if args.no_seccomp {
+        eprintln!(
+            "flint: WARNING: --no-seccomp: running WITHOUT the seccomp filters; \
+             a guest that breaks the monitor could make any system call (debugging only)"
+        );
+    } else if let Err(e) = seccomp::filter_watchdogs(crate::watchdog::kick_signal()) {
+        return refuse(&e);
+    }
     let mut instance = match Instance::start_with(&image, &config, launch, timings) {
         Ok(instance) => instance,
         // The network's errors name the option at fault, not the image.
         Err(e @ StartError::Net(_)) => return refuse(&e),
         Err(e) => return refuse(&format!("{}: {e}", image.path().display())),
     };
+    if !args.no_seccomp {
+        // Setup is done: from here on the vCPU thread may only service
+        // the guest.
+        let applied = seccomp::vcpu_filter(instance.vcpu_fd(), snapshotting)
+            .and_then(|program| seccomp::apply(&program));
+        if let Err(e) = applied {
+            return refuse(&e);
+        }
+        seccomp::forbidden_syscall_hook(instance.vcpu_fd());
+    }
     let outcome = instance.run();
     instance.timings().report();
     if stats {

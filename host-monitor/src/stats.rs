@@ -1,7 +1,8 @@
 //! What an instance cost: VM exits by kind, hypercalls by number and the
-//! network device's counters, printed by `--stats` (or `FLINT_STATS=1`) as
+//! network device's counters and what the limits dropped, printed by `--stats` (or `FLINT_STATS=1`) as
 //! `key=value` lines a program can read.
 
+use crate::limits::LimitCounts;
 use crate::net::NetCounters;
 use hypercall_abi::Hypercall;
 
@@ -55,12 +56,14 @@ pub struct Stats {
     pub exits: ExitCounts,
     pub calls: CallCounts,
     pub net: NetCounters,
+    pub limits: LimitCounts,
 }
 
 impl Stats {
     /// The lines `--stats` prints, without the `flint: stats: ` prefix.
-    pub fn lines(&self) -> [String; 3] {
+    pub fn lines(&self) -> [String; 4] {
         let c = &self.calls;
+        let l = &self.limits;
         let n = &self.net;
         let e = &self.exits;
         [
@@ -85,6 +88,10 @@ impl Stats {
             format!(
                 "exits mmio_write={} mmio_read={} shutdown={} interrupted={} other={}",
                 e.mmio_write, e.mmio_read, e.shutdown, e.interrupted, e.other
+            ),
+            format!(
+                "limits console_total_dropped={} console_rate_dropped={} net_rate_dropped={}",
+                l.console_total_dropped, l.console_rate_dropped, l.net_rate_dropped
             ),
         ]
     }
@@ -111,7 +118,8 @@ mod tests {
         }
         stats.net.rx_frames = 3;
         stats.net.malformed = 2;
-        let [calls, net, exits] = stats.lines();
+        stats.limits.net_rate_dropped = 4;
+        let [calls, net, exits, limits] = stats.lines();
         assert_eq!(
             calls,
             "vm_exits=6 hypercalls=7 console_write=2 exit=1 panic=0 clock=0 poll=1 \
@@ -124,6 +132,10 @@ mod tests {
         assert_eq!(
             exits,
             "exits mmio_write=5 mmio_read=0 shutdown=0 interrupted=1 other=0"
+        );
+        assert_eq!(
+            limits,
+            "limits console_total_dropped=0 console_rate_dropped=0 net_rate_dropped=4"
         );
     }
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 /// entered is lost, so one kick is not enough.
 const KICK_INTERVAL: Duration = Duration::from_millis(5);
 
-fn kick_signal() -> libc::c_int {
+/// The signal the watchdog kicks the vCPU thread with.
+pub fn kick_signal() -> libc::c_int {
     vmm_sys_util::signal::SIGRTMIN()
 }
 
@@ -44,6 +45,7 @@ impl Watchdog {
             std::thread::Builder::new()
                 .name("flint-watchdog".into())
                 .spawn(move || {
+                    crate::seccomp::apply_watchdog();
                     while !stop_w.load(Ordering::Acquire) {
                         let now = Instant::now();
                         if now < at {

@@ -50,6 +50,12 @@ pub enum Error {
     /// Some of the checks of `cargo xtask test` failed.
     #[error("these checks failed: {0}")]
     ChecksFailed(String),
+    /// `cargo xtask fuzz` was given a target that does not exist.
+    #[error("no fuzz target named `{0}`; the targets are {targets}", targets = crate::fuzz::TARGETS.join(", "))]
+    UnknownFuzzTarget(String),
+    /// Nightly or cargo-fuzz is missing and could not be had.
+    #[error("cannot fuzz: {0}")]
+    FuzzTools(String),
     /// A benchmark failed.
     #[error("bench: {0}")]
     Bench(String),

@@ -8,6 +8,7 @@
 pub mod bench;
 mod cmd;
 pub mod error;
+pub mod fuzz;
 pub mod guest;
 pub mod monitor;
 pub mod packages;

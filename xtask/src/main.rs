@@ -30,6 +30,15 @@ enum Task {
     },
     /// Install what is missing, build everything, run fmt, clippy and all tests.
     Test,
+    /// Fuzz TARGET (every target, one after the other, if none is named;
+    /// see fuzz/README.md). Needs the nightly toolchain; installs cargo-fuzz.
+    Fuzz {
+        /// Which target (elf_loader, hypercall_dispatch, net_frames, snapshot_parse).
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        time: u64,
+    },
     /// Run a benchmark (e.g. `coldstart`).
     Bench {
         /// Which benchmark.
@@ -46,6 +55,7 @@ fn main() -> ExitCode {
         Task::Build { name } => build(&name),
         Task::Run { app, args } => run(&app, &args),
         Task::Test => xtask::test::run(),
+        Task::Fuzz { target, time } => xtask::fuzz::run(target.as_deref(), time),
         Task::Bench { what, rest } => xtask::bench::run(&what, &rest),
     };
     match result {

@@ -4,7 +4,8 @@
 //! packages), builds the monitor and every guest image, then runs
 //! `cargo fmt --check`, `cargo clippy -D warnings` and `cargo test` over
 //! the workspace with `FLINT_BIN` and `FLINT_IMAGE_DIR` pointing at what it
-//! built.
+//! built, and last runs each fuzz target for a few seconds
+//! ([`crate::fuzz::smoke`]).
 
 use std::process::Command;
 
@@ -63,6 +64,16 @@ pub fn run() -> Result<()> {
             eprintln!("xtask: {e}");
             failed.push(name);
         }
+    }
+    // Last, briefly: a guard against targets that no longer build or
+    // crash on their seeds, not a fuzzing campaign (`cargo xtask fuzz`).
+    step(&format!(
+        "fuzzing each target for {} s",
+        crate::fuzz::SMOKE_SECS
+    ));
+    if let Err(e) = crate::fuzz::smoke() {
+        eprintln!("xtask: {e}");
+        failed.push("fuzz");
     }
     if failed.is_empty() {
         eprintln!("xtask: all checks passed");

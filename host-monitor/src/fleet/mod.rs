@@ -32,6 +32,14 @@ pub fn check_run_options(run: &RunArgs) -> Result<(), String> {
         (run.timings, "--timings"),
         (matches!(run.net, Some(NetMode::Tap(_))), "--net tap"),
     ];
+    // Not wired into the workers yet: refused rather than ignored.
+    let unsupported = [
+        (run.console_limit.is_some(), "--console-limit"),
+        (run.net_rate.is_some(), "--net-rate"),
+    ];
+    if let Some((_, option)) = unsupported.iter().find(|(given, _)| *given) {
+        return Err(format!("{option} is not supported with a fleet yet"));
+    }
     match refused.iter().find(|(given, _)| *given) {
         Some((_, option)) => Err(format!(
             "{option} cannot be used with a fleet: each instance gets its own id, MAC and address"

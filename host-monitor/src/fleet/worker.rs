@@ -331,6 +331,8 @@ impl Fleet<'_> {
             idle_poller: true,
             snapshot_on_idle: None,
             restore: self.restore,
+            // `flint fleet` refuses --console-limit and --net-rate for now.
+            limits: Default::default(),
         };
         let mut instance = Instance::start_with(
             self.image,

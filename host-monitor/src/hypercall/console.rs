@@ -3,6 +3,7 @@
 
 use super::{Flow, Services};
 use crate::guest_memory::BadBlock;
+use crate::limits::{ConsoleLimit, ConsoleLimiter, LimitCounts};
 use hypercall_abi::{errno, ConsoleWriteBlock};
 use std::io::Write;
 use std::mem::offset_of;
@@ -33,6 +34,10 @@ pub struct Console {
     sink: Box<dyn ConsoleSink>,
     /// Bytes the guest wrote that could not be delivered (stdout closed).
     pub dropped: u64,
+    /// `--console-limit`, if given.
+    limiter: Option<ConsoleLimiter>,
+    /// What the limit dropped.
+    limited: LimitCounts,
 }
 
 impl Console {
@@ -43,10 +48,39 @@ impl Console {
 
     /// The console on `sink`.
     pub fn new(sink: Box<dyn ConsoleSink>) -> Console {
-        Console { sink, dropped: 0 }
+        Console {
+            sink,
+            dropped: 0,
+            limiter: None,
+            limited: LimitCounts::default(),
+        }
+    }
+
+    /// This console, holding the guest to `limit` from now on.
+    pub fn limited(mut self, limit: Option<ConsoleLimit>) -> Console {
+        self.limiter = limit.map(ConsoleLimiter::new);
+        self
+    }
+
+    /// Bytes `--console-limit` dropped (in the `console_*` fields).
+    pub fn limit_counts(&self) -> LimitCounts {
+        self.limited
     }
 
     fn write(&mut self, bytes: &[u8]) {
+        // Bytes over the limit count as taken: a guest told "0 bytes"
+        // would only write them again.
+        let bytes = match self.limiter.as_mut() {
+            Some(limiter) => {
+                let now = std::time::Instant::now();
+                let allowed = limiter.allow(bytes.len() as u64, now, &mut self.limited);
+                &bytes[..allowed as usize]
+            }
+            None => bytes,
+        };
+        if bytes.is_empty() {
+            return;
+        }
         if self.sink.write(bytes).is_err() {
             // The reader is gone; like a serial line with no one listening,
             // the guest goes on and the loss is counted.

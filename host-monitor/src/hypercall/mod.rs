@@ -56,6 +56,27 @@ pub struct Services {
     pub snapshot: Option<crate::snapshot::Recorder>,
 }
 
+impl Services {
+    /// Services for `ram` with no network, wall-time limit, idle hook or
+    /// snapshot, stopped only by the process's signals: the least an
+    /// instance needs. Tests and the fuzz targets (fuzz/) drive
+    /// [`dispatch`] with it, no KVM needed; set the public fields for more.
+    pub fn new(ram: GuestRam, console: Console) -> Services {
+        Services {
+            ram,
+            clock: InstanceClock::start(),
+            console,
+            timeout: None,
+            net: None,
+            idle: None,
+            calls: CallCounts::default(),
+            stop: StopSource::Process,
+            on_idle: None,
+            snapshot: None,
+        }
+    }
+}
+
 /// What the vCPU does after a hypercall.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Flow {

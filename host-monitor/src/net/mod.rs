@@ -15,6 +15,7 @@ pub mod switch;
 mod tap;
 mod user;
 
+use crate::limits::{LimitCounts, NetRateLimiter};
 use crate::poller::{Poller, Ready, Woken};
 use hypercall_abi::{NetConfig, ETH_HEADER_LEN};
 use spec::{Identity, NetSetup};
@@ -111,6 +112,9 @@ pub struct NetDevice {
     counters: NetCounters,
     /// Scratch list of ready fds, kept to save an allocation per wait.
     ready: Vec<Ready>,
+    /// `--net-rate`, if given, and what it dropped.
+    rate: Option<NetRateLimiter>,
+    limited: LimitCounts,
 }
 
 impl NetDevice {
@@ -148,6 +152,8 @@ impl NetDevice {
             config: boot_config(guest, mtu),
             counters: NetCounters::default(),
             ready: Vec::new(),
+            rate: None,
+            limited: LimitCounts::default(),
         }))
     }
 
@@ -163,7 +169,21 @@ impl NetDevice {
             config,
             counters: NetCounters::default(),
             ready: Vec::new(),
+            rate: None,
+            limited: LimitCounts::default(),
         })
+    }
+
+    /// This device, sending at most `pps` frames a second from now on
+    /// (`--net-rate`); frames beyond it are dropped and counted.
+    pub fn limited(mut self, pps: Option<u64>) -> NetDevice {
+        self.rate = pps.map(NetRateLimiter::new);
+        self
+    }
+
+    /// Frames `--net-rate` dropped (in `net_rate_dropped`).
+    pub fn limit_counts(&self) -> LimitCounts {
+        self.limited
     }
 
     /// `BootInfo.net` for this device.
@@ -190,6 +210,12 @@ impl NetDevice {
     pub fn send(&mut self, frame: &[u8]) {
         self.counters.tx_frames += 1;
         self.counters.tx_bytes += frame.len() as u64;
+        if let Some(rate) = self.rate.as_mut() {
+            if !rate.allow(Instant::now(), &mut self.limited) {
+                self.counters.dropped += 1;
+                return;
+            }
+        }
         match frame::check(frame, self.policy) {
             Ok(()) => self.backend.send(frame, &self.poller, &mut self.counters),
             Err(frame::Reject::Malformed(_)) => self.counters.malformed += 1,
