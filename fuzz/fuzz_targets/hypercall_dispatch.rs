@@ -11,11 +11,12 @@
 
 #![no_main]
 
+mod common;
+
+use common::user_net;
 use host_monitor::guest_memory::GuestRam;
 use host_monitor::hypercall::{dispatch, Console, ConsoleSink, Flow, Services, Timeout};
 use host_monitor::layout::{Layout, Perm, Region, RegionKind};
-use host_monitor::net::spec::{Identity, NetSetup, DEFAULT_MAC, USER_GATEWAY, USER_GUEST_IP};
-use host_monitor::net::NetDevice;
 use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, Instant};
 
@@ -57,21 +58,6 @@ impl ConsoleSink for Discard {
     fn write(&mut self, _: &[u8]) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-fn user_net() -> NetDevice {
-    let setup = NetSetup::User {
-        guest: Identity {
-            mac: DEFAULT_MAC,
-            ip: USER_GUEST_IP,
-            gateway: Some(USER_GATEWAY),
-        },
-        gateway: USER_GATEWAY,
-        publish: Vec::new(),
-    };
-    NetDevice::open(&setup)
-        .expect("a user-mode network needs no privileges")
-        .expect("user mode has a device")
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -11,29 +11,16 @@
 
 #![no_main]
 
+mod common;
+
+use common::user_net;
 use host_monitor::net::frame::{check, Policy};
-use host_monitor::net::spec::{Identity, NetSetup, DEFAULT_MAC, USER_GATEWAY, USER_GUEST_IP};
-use host_monitor::net::{NetDevice, Received};
+use host_monitor::net::Received;
 use libfuzzer_sys::fuzz_target;
 use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, TcpPacket,
     UdpPacket,
 };
-
-fn user_net() -> NetDevice {
-    let setup = NetSetup::User {
-        guest: Identity {
-            mac: DEFAULT_MAC,
-            ip: USER_GUEST_IP,
-            gateway: Some(USER_GATEWAY),
-        },
-        gateway: USER_GATEWAY,
-        publish: Vec::new(),
-    };
-    NetDevice::open(&setup)
-        .expect("a user-mode network needs no privileges")
-        .expect("user mode has a device")
-}
 
 /// Makes the frame's checksums right where its headers can be parsed.
 fn fill_checksums(frame: &mut [u8]) {

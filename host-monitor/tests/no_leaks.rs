@@ -10,6 +10,9 @@
 //! runs the tests of one binary on parallel threads, which would blur the
 //! thread count.
 
+mod common;
+
+use common::kvm_or_skip;
 use host_monitor::hypercall::{Console, ConsoleSink};
 use host_monitor::image::Image;
 use host_monitor::instance::{prepare_template, Config, Instance, Launch};
@@ -32,24 +35,6 @@ const WARM_UP: usize = 200;
 /// RSS may end this much above the baseline: allocator slack, not a leak
 /// (a leak of even one 4 KiB page per instance would be 8 MiB).
 const RSS_SLACK_KIB: i64 = 4 << 10;
-
-fn kvm_or_skip(test: &str) -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            // Straight to the stderr handle: libtest captures `eprintln!`.
-            let _ = writeln!(
-                std::io::stderr(),
-                "!!!!!! SKIPPED, NOT PASSED: {test}: cannot open /dev/kvm: {e}; this test boots KVM guests"
-            );
-            false
-        }
-    }
-}
 
 /// What the process holds now.
 #[derive(Clone, Copy, Debug)]

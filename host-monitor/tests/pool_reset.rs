@@ -2,6 +2,9 @@
 //! a [`VmPool`], and [`Instance::reset`] re-running one instance, behave
 //! like instances started from scratch. Skipped loudly without /dev/kvm.
 
+mod common;
+
+use common::kvm_or_skip;
 use host_monitor::guest_memory::MemoryTemplate;
 use host_monitor::hypercall::{Console, ConsoleSink};
 use host_monitor::image::Image;
@@ -10,27 +13,8 @@ use host_monitor::outcome::Outcome;
 use host_monitor::pool::VmPool;
 use host_monitor::timings::Timings;
 use host_monitor::vcpu;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-
-fn kvm_or_skip(test: &str) -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            // Straight to the stderr handle: libtest captures `eprintln!`.
-            let _ = writeln!(
-                std::io::stderr(),
-                "!!!!!! SKIPPED, NOT PASSED: {test}: cannot open /dev/kvm: {e}; this test boots a KVM guest"
-            );
-            false
-        }
-    }
-}
 
 /// Guest image `name`, built fresh by xtask (one build at a time).
 fn image(name: &str) -> Image {
