@@ -86,6 +86,22 @@ put("net_frames", "tcp_syn", frames(1, arp_request(), tcp(80, 0x02)))
 put("net_frames", "tcp_syn_data_fin", frames(1, tcp(80, 0x02), tcp(80, 0x18, 1001, 1, b"GET / HTTP/1.0\r\n\r\n"), tcp(80, 0x11, 1019, 1)))
 put("net_frames", "udp", frames(1, udp(53, b"\x12\x34\x01\x00")))
 
+
+
+# Flags bit 1: forwarded connections (fuzz_targets/forward_rig.rs). Ops:
+# 0 connect, 1 write 17*n, 2 shutdown, 3 reset, 4 read (high 5 bits pick the
+# client), 5 guest segment (flags, seq/ack offsets, window, length, payload),
+# 6 raw frame (u16 length, bytes), 7 run the host side again.
+def seg(flags, payload=b"", seq_off=0, ack_off=0, window=0xFFFF, flow=0):
+    return bytes([5 | flow << 3, flags, seq_off & 0xFF, ack_off & 0xFF]) + struct.pack("<H", window) + bytes([len(payload)]) + payload
+
+
+SYN_ACK, ACK, FIN_ACK, RST, PSH_ACK = 0x12, 0x10, 0x11, 0x04, 0x18
+put("net_frames", "forward_echo", bytes([3, 0, 7]) + seg(SYN_ACK) + bytes([1, 1]) + seg(PSH_ACK, b"hello") + bytes([4, 2]) + seg(FIN_ACK) + bytes([7, 4, 3]))
+put("net_frames", "forward_guest_reset", bytes([3, 0, 7]) + seg(SYN_ACK) + bytes([1, 3]) + seg(RST) + bytes([7, 4]))
+put("net_frames", "forward_refused", bytes([3, 0, 7]) + seg(RST | ACK) + bytes([7, 0, 7]) + seg(SYN_ACK, flow=1) + bytes([3, 7]))
+put("net_frames", "forward_zero_window", bytes([3, 0, 7]) + seg(SYN_ACK, window=0) + bytes([1, 200, 7]) + seg(ACK, window=100, ack_off=50) + bytes([2, 7]) + seg(ACK, b"x" * 40, seq_off=-3) + bytes([4, 3]))
+
 # --- hypercall dispatch: flags, count-1, then (nr u8, block u64) per call,
 # then guest RAM from the heap (0x4000) on ------------------------------
 HEAP = 0x4000
@@ -128,6 +144,10 @@ put(
     ),
 )
 put("hypercall_dispatch", "net_absent", calls(0, [(6, HEAP)], at({0: q(HEAP + 0x100, len(arp), 0), 0x100: arp})))
+# Flags bit 1: POLL sleeps (a 100 us deadline, then "never" until the
+# 200 us wall-time limit), without and with a network device.
+put("hypercall_dispatch", "poll_sleeps", calls(2, [(5, HEAP), (5, HEAP + 0x20)], at({0: q(100_000, 7, 7), 0x20: q(2**64 - 1, 7, 7)})))
+put("hypercall_dispatch", "poll_sleeps_net", calls(3, [(6, HEAP), (5, HEAP + 0x40), (5, HEAP + 0x60), (7, HEAP + 0x20)], at({0: q(HEAP + 0x100, len(arp), 0), 0x20: q(HEAP + 0x800, 1514, 0, 0), 0x40: q(50_000, 7, 7), 0x60: q(2**63, 7, 7), 0x100: arp})))
 
 # --- snapshot header: flags, file length (u64), header ------------------
 
@@ -162,6 +182,12 @@ if os.path.exists(hello):
     file_len, header = snapshot_header(net=0)
     header = header[:80] + q(*regs) + header[80 + 144:]
     put("snapshot_parse", "open_hello", b"\3" + file_len + header[:-32] + bytes(32))
+    # Flags bit 2: with RAM (u16 header length first; then the RAM part's
+    # address, u32, and its bytes): some in the image, hostile BootInfo.
+    unsummed = header[:-32] + bytes(32)
+    with_ram = b"\7" + file_len + struct.pack("<H", len(unsummed)) + unsummed
+    put("snapshot_parse", "open_hello_ram", with_ram + struct.pack("<I", 0x200000) + b"\x5a" * 512)
+    put("snapshot_parse", "open_hello_ram_bootinfo", with_ram + struct.pack("<I", 0x1000) + b"\xff" * 200)
 
 # --- images ---------------------------------------------------------------
 image = os.path.join(HERE, "..", "target", "flint", "hello.elf")

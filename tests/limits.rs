@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use support::net::stats_line;
-use support::{image, kvm_or_skip, probe, Outcome, Run};
+use support::{kvm_or_skip, probe, Outcome};
 
 /// `console-big` writes this many bytes of a pattern.
 const BIG: usize = 256 << 10;
@@ -152,13 +152,5 @@ fn bad_limit_values_are_refused() {
     }
 }
 
-#[test]
-fn a_fleet_refuses_the_limits_rather_than_ignoring_them() {
-    for opts in [["--console-limit", "1K"], ["--net-rate", "100"]] {
-        let out = Run::fleet(&image("probe"), 1).opts(&opts).go();
-        out.status(125);
-        if !out.stderr_str().contains("not supported with a fleet") {
-            out.fail(format_args!("expected {} to be refused", opts[0]));
-        }
-    }
-}
+// Limits in fleets (each instance held, each hit reported by the parent):
+// tests/fleet_limits.rs.

@@ -4,7 +4,14 @@
 //! panic, and that the monitor wrote nothing the guest could not have
 //! written itself (every changed byte is in a read-write region).
 //!
-//! Input: `flags` (bit 0: network device), `count` (1 + low 2 bits), then
+//! With flags bit 1, POLL really sleeps: the wall-time limit runs out
+//! 200 µs after the calls start rather than before, so POLL's waiting loop
+//! (the timer on the device's or the idle poller, the idle hook, a
+//! deadline in the future or "never") runs, bounded. Every POLL that
+//! returns to the guest must have written `ret` 0 and `ready` 0, or 1 when
+//! a network device has a frame waiting.
+//!
+//! Input: `flags` (bit 0: network device; bit 1: POLL sleeps), `count` (1 + low 2 bits), then
 //! per call `nr` (u8) and `block` (u64 LE), then bytes copied to guest RAM
 //! from the heap's start (0x4000). A 0 in the last bytes is fine: RAM past
 //! the input reads as zero.
@@ -18,10 +25,16 @@ use host_monitor::guest_memory::GuestRam;
 use host_monitor::hypercall::{dispatch, Console, ConsoleSink, Flow, Services, Timeout};
 use host_monitor::layout::{Layout, Perm, Region, RegionKind};
 use libfuzzer_sys::fuzz_target;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MEM_SIZE: u64 = 64 << 10;
 const HEAP: u64 = 0x4000;
+/// How long POLL may sleep in all with flags bit 1.
+const SLEEP_AT_MOST: Duration = Duration::from_micros(200);
+/// POLL's number.
+const POLL: u64 = 5;
 
 /// Page 0 unmapped, BootInfo, two pages of image (read and execute), heap,
 /// a guard page, the stack: the shape of a real layout, small.
@@ -81,22 +94,51 @@ fuzz_target!(|data: &[u8]| {
     let before = ram.peek(0, MEM_SIZE as usize).expect("all of RAM");
 
     let mut services = Services::new(ram, Console::new(Box::new(Discard)));
-    // Already run out, so POLL returns at once instead of sleeping.
+    // Without bit 1 already run out, so POLL returns at once; with it, POLL
+    // sleeps (on a timer) for what is left of SLEEP_AT_MOST.
+    let sleeps = flags & 2 != 0;
+    let limit = if sleeps {
+        SLEEP_AT_MOST
+    } else {
+        Duration::ZERO
+    };
     services.timeout = Some(Timeout {
-        at: Instant::now(),
-        limit: Duration::ZERO,
+        at: Instant::now() + limit,
+        limit,
     });
-    if flags & 1 != 0 {
+    let idled = Arc::new(AtomicUsize::new(0));
+    if sleeps {
+        let idled = idled.clone();
+        services.on_idle = Some(Box::new(move || {
+            idled.fetch_add(1, Ordering::Relaxed);
+        }));
+    }
+    let networked = flags & 1 != 0;
+    if networked {
         services.net = Some(user_net());
     }
+    let mut polls = 0;
     for call in calls.chunks_exact(9) {
         let nr = u64::from(call[0]);
         let block = u64::from_le_bytes(call[1..9].try_into().expect("8 bytes"));
         match dispatch(&mut services, nr, block) {
+            Ok(Flow::Resume) if nr == POLL => {
+                polls += 1;
+                check_poll_answer(&services.ram, block, networked);
+            }
             Ok(Flow::Resume) => {}
-            Ok(Flow::Stop(_)) | Err(_) => break,
+            Ok(Flow::Stop(_)) | Err(_) => {
+                polls += usize::from(nr == POLL);
+                break;
+            }
         }
     }
+    // The idle hook runs once at most, and only from a POLL.
+    let idled = idled.load(Ordering::Relaxed);
+    assert!(
+        idled <= 1 && (idled == 0 || polls > 0),
+        "idle hook ran {idled} times"
+    );
 
     // Page by page with slice compares: a byte loop here would be traced
     // compare by compare and slow every run down.
@@ -115,3 +157,18 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// A POLL that returned to the guest answered `ret` 0 and `ready` 0, or 1
+/// (a frame waits) with a network device; ABI.md section 4.
+fn check_poll_answer(ram: &GuestRam, block: u64, networked: bool) {
+    let answer = ram
+        .peek(block + 8, 16)
+        .expect("an accepted block is in RAM");
+    let ready = u64::from_le_bytes(answer[..8].try_into().expect("8 bytes"));
+    let ret = i64::from_le_bytes(answer[8..].try_into().expect("8 bytes"));
+    assert_eq!(ret, 0, "POLL ret");
+    assert!(
+        ready == 0 || (ready == 1 && networked),
+        "POLL ready {ready:#x}"
+    );
+}

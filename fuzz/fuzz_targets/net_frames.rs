@@ -5,13 +5,19 @@
 //! that every frame the gateway sends the guest is Ethernet no longer than
 //! the device's largest frame.
 //!
+//! With flags bit 1, the input drives forwarded host connections instead
+//! (`--publish`, real loopback clients, a pretend guest): see
+//! `forward_rig.rs` for its operations.
+//!
 //! Input: `flags` (bit 0: fill in the IPv4 and TCP/UDP/ICMP checksums, so
-//! the fuzzer gets past the gate to the stack), then frames, each a u16 LE
-//! length and that many bytes (the last one takes what is left).
+//! the fuzzer gets past the gate to the stack; bit 1: forwarded
+//! connections), then frames, each a u16 LE length and that many bytes
+//! (the last one takes what is left).
 
 #![no_main]
 
 mod common;
+mod forward_rig;
 
 use common::user_net;
 use host_monitor::net::frame::{check, Policy};
@@ -64,6 +70,12 @@ fuzz_target!(|data: &[u8]| {
     let [flags, rest @ ..] = data else {
         return;
     };
+    if flags & 2 != 0 {
+        if let Some(mut rig) = forward_rig::Rig::new(flags & 1 != 0) {
+            rig.run(rest);
+        }
+        return;
+    }
     let mut rest: &[u8] = rest;
     let mut net = user_net();
     let max_frame = net.max_frame();

@@ -32,6 +32,12 @@ pub enum Command {
     /// One worker process of a fleet (started by `flint fleet`).
     #[command(hide = true)]
     FleetWorker(FleetWorkerArgs),
+    /// Serve the HTTP/JSON control API (docs/api.yaml) on a Unix socket:
+    /// instances run as threads of the daemon, driven by the commands
+    /// below or any HTTP client.
+    Daemon(crate::daemon::DaemonArgs),
+    #[command(flatten)]
+    Client(crate::client::ClientCommand),
 }
 
 /// What `--restart` says to do with an instance that ended with a
@@ -198,6 +204,12 @@ pub struct RunArgs {
     /// from the snapshot; the network from this command line.
     #[arg(long, value_name = "FILE")]
     pub restore: Option<PathBuf>,
+
+    /// Debug the guest with gdb: listen on [ADDR:]PORT (ADDR defaults to
+    /// 127.0.0.1; anyone who can connect controls the guest) and wait for
+    /// gdb (`target remote ADDR:PORT`) before the first instruction.
+    #[arg(long, value_name = "[ADDR:]PORT", value_parser = crate::debug::parse_addr)]
+    pub gdb: Option<std::net::SocketAddr>,
 
     /// The Flint image (an ELF built by `cargo xtask build <app>`).
     #[arg(value_name = "IMAGE", required_unless_present = "restore")]

@@ -12,6 +12,7 @@
 //! becomes its own.
 
 mod restore;
+pub(crate) use restore::{pagemap_fd, PAGEMAP_SCAN_REQUEST};
 
 use crate::layout::{Layout, Perm};
 use std::fs::File;
@@ -265,6 +266,38 @@ impl GuestRam {
         let mut buf = vec![0; len];
         self.memory.read_slice(&mut buf, GuestAddress(gpa)).ok()?;
         Some(buf)
+    }
+
+    /// Debugger read (`flint run --gdb`): the bytes at `gpa` up to the
+    /// first one the guest has not mapped (gdb asks for bytes around
+    /// whatever a register points at; those outside the guest's own pages,
+    /// such as its page tables, are not shown).
+    pub fn debug_read(&self, gpa: u64, len: usize) -> Vec<u8> {
+        let mut readable = 0;
+        while readable < len && self.layout.allows(gpa + readable as u64, 1, Perm::RO) {
+            let region_end = self
+                .layout
+                .region_at(gpa + readable as u64)
+                .map_or(0, |r| r.end);
+            readable = (region_end - gpa).min(len as u64) as usize;
+        }
+        self.peek(gpa, readable).unwrap_or_default()
+    }
+
+    /// Debugger write (`flint run --gdb`): writes `bytes` at `gpa` through
+    /// the monitor's own mapping of guest RAM, so it also reaches pages the
+    /// guest may only read or execute (a breakpoint's `int3` goes into
+    /// code). Only pages the guest has mapped; `Efault` otherwise.
+    pub fn debug_write(&self, gpa: u64, bytes: &[u8]) -> Result<(), Efault> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if !self.layout.allows(gpa, bytes.len() as u64, Perm::RO) {
+            return Err(Efault);
+        }
+        self.memory
+            .write_slice(bytes, GuestAddress(gpa))
+            .map_err(|_| Efault)
     }
 
     /// Reads the argument block `T` at `gpa`, which must be 8-byte aligned

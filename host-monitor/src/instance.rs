@@ -2,6 +2,7 @@
 //! [`Instance::start`] reads as DESIGN.md's boot line; [`Instance::run`] is
 //! the KVM_RUN loop.
 
+use crate::debug::{DebugEvent, Debugger, Verdict};
 use crate::fault;
 use crate::gdt;
 use crate::guest_memory::{GuestRam, MemoryError, MemoryTemplate};
@@ -147,6 +148,8 @@ pub struct Instance<'i> {
     tsc_hz: u64,
     /// KVM loads registers from `kvm_run` (KVM_CAP_SYNC_REGS).
     sync_regs: bool,
+    /// `flint run --gdb`'s debugger ([`Instance::attach_debugger`]).
+    debugger: Option<Box<dyn Debugger + Send>>,
 }
 
 impl<'i> Instance<'i> {
@@ -279,6 +282,7 @@ impl<'i> Instance<'i> {
             on_first_hypercall: launch.on_first_hypercall,
             tsc_hz,
             sync_regs,
+            debugger: None,
         })
     }
 
@@ -358,6 +362,9 @@ impl<'i> Instance<'i> {
         };
         let _attached = self.services.stop.attach(immediate_exit, wake_fd);
         let mut first_exit = true;
+        if let Verdict::End(outcome) = self.debug_stop(DebugEvent::Start) {
+            return outcome;
+        }
         loop {
             if self.watchdog.as_ref().is_some_and(Watchdog::fired) {
                 return self.timed_out();
@@ -365,10 +372,21 @@ impl<'i> Instance<'i> {
             if let Some(signo) = self.services.stop.requested() {
                 return Outcome::Signalled(signo);
             }
+            if self.debugger.as_ref().is_some_and(|d| d.wants_stop()) {
+                if let Verdict::End(outcome) = self.debug_stop(DebugEvent::Interrupt) {
+                    return outcome;
+                }
+            }
+            // Paused by the owner (`flint daemon`): off the CPU until
+            // resumed, then look at the watchdog and stops again.
+            if self.services.stop.park_if_paused() {
+                continue;
+            }
             let exit = match self.vcpu.run() {
                 Ok(exit) => Exit::from(exit),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     self.exits.interrupted += 1;
+                    self.services.stop.clear_stale_kick();
                     continue;
                 }
                 Err(e) => Exit::Failed(e),
@@ -383,7 +401,14 @@ impl<'i> Instance<'i> {
             let flow = match exit {
                 Exit::Store { addr, data, len } => {
                     self.exits.mmio_write += 1;
-                    self.hypercall(addr, data, len)
+                    match self.hypercall(addr, data, len) {
+                        // A debugger's step over the hypercall ends here.
+                        Flow::Resume => match self.debug_stop(DebugEvent::Hypercall) {
+                            Verdict::End(outcome) => Flow::Stop(outcome),
+                            Verdict::Resume | Verdict::NotMine => Flow::Resume,
+                        },
+                        stop => stop,
+                    }
                 }
                 Exit::Load { addr } => {
                     self.exits.mmio_read += 1;
@@ -391,10 +416,16 @@ impl<'i> Instance<'i> {
                 }
                 Exit::Shutdown => {
                     self.exits.shutdown += 1;
-                    Flow::Stop(self.exception())
+                    // With a debugger, a breakpoint or a step ends this way.
+                    match self.debug_stop(DebugEvent::Shutdown) {
+                        Verdict::Resume => continue,
+                        Verdict::End(outcome) => Flow::Stop(outcome),
+                        Verdict::NotMine => Flow::Stop(self.exception()),
+                    }
                 }
                 Exit::Interrupted => {
                     self.exits.interrupted += 1;
+                    self.services.stop.clear_stale_kick();
                     continue;
                 }
                 Exit::Other(what) => {
@@ -405,9 +436,24 @@ impl<'i> Instance<'i> {
                     Flow::Stop(self.broken(&format!("the vCPU could not run ({e})")))
                 }
             };
+            self.services.stop.publish(|| self.stats());
             if let Flow::Stop(outcome) = flow {
                 return outcome;
             }
+        }
+    }
+
+    /// Hands the vCPU to `debugger` before the first instruction, at
+    /// every shutdown exit and whenever it wants the guest stopped
+    /// (`flint run --gdb`, [`crate::debug`]).
+    pub fn attach_debugger(&mut self, debugger: Box<dyn Debugger + Send>) {
+        self.debugger = Some(debugger);
+    }
+
+    fn debug_stop(&mut self, event: DebugEvent) -> Verdict {
+        match self.debugger.as_mut() {
+            Some(debugger) => debugger.stopped(event, &mut self.vcpu, &self.services.ram),
+            None => Verdict::NotMine,
         }
     }
 
@@ -415,6 +461,29 @@ impl<'i> Instance<'i> {
     /// issue KVM ioctls on.
     pub fn vcpu_fd(&self) -> std::os::fd::RawFd {
         std::os::fd::AsRawFd::as_raw_fd(&self.vcpu)
+    }
+
+    /// Every fd running the instance reads or writes (console, wait set,
+    /// network device), if that set is fixed from now on; `None` if it is
+    /// not (a user-mode network accepts connections; a wait set not made
+    /// yet). `seccomp::confine_vcpu` pins the thread's reads and writes
+    /// to these.
+    pub fn io_fds(&self) -> Option<Vec<std::os::fd::RawFd>> {
+        let services = &self.services;
+        let mut fds = services.console.io_fds()?;
+        match (&services.net, &services.idle) {
+            (Some(net), _) => fds.extend(net.io_fds()?),
+            (None, Some(idle)) => fds.extend(idle.fds()),
+            (None, None) => return None,
+        }
+        Some(fds)
+    }
+
+    /// Guest RAM's host mapping: (address, length), e.g. to measure how
+    /// much of it is resident. Valid while the instance exists.
+    pub fn guest_ram(&self) -> (u64, u64) {
+        let ram = &self.services.ram;
+        (ram.host_base(), ram.layout().mem_size)
     }
 
     /// What the instance has cost so far.
@@ -472,10 +541,15 @@ impl<'i> Instance<'i> {
                 "{len}-byte store to the hypercall page (a hypercall is one 8-byte store)"
             )));
         }
-        if self.services.snapshot.is_some()
-            && Hypercall::from_nr(offset / 8) == Some(Hypercall::Poll)
-        {
-            self.arm_snapshot();
+        if Hypercall::from_nr(offset / 8) == Some(Hypercall::Poll) {
+            // A snapshot the owner asked for (`flint daemon`) is taken
+            // like `--snapshot-on-idle`'s, at this POLL if it blocks.
+            if self.services.snapshot.is_none() {
+                self.services.snapshot = self.services.stop.take_snapshot_request();
+            }
+            if self.services.snapshot.is_some() {
+                self.arm_snapshot();
+            }
         }
         match hypercall::dispatch(&mut self.services, offset / 8, u64::from_le_bytes(data)) {
             Ok(flow) => flow,

@@ -33,6 +33,9 @@
 //! measures each way of starting.
 
 pub mod cli;
+pub mod client;
+pub mod daemon;
+pub mod debug;
 pub mod fault;
 pub mod fleet;
 pub mod gdt;
@@ -43,6 +46,7 @@ pub mod instance;
 pub mod layout;
 pub mod limits;
 pub mod net;
+pub mod oci;
 pub mod outcome;
 pub mod paging;
 pub mod poller;

@@ -185,9 +185,33 @@ impl NetRateLimiter {
     }
 }
 
-/// The one stderr line of a limit hit.
+/// Where this thread's limit hits go instead of stderr.
+type Reporter = Box<dyn Fn(&str)>;
+
+thread_local! {
+    static REPORTER: std::cell::RefCell<Option<Reporter>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Sends the limit hits of instances run on this thread to `reporter`
+/// (e.g. a fleet worker's event naming the instance) instead of one
+/// `flint: limit:` line on stderr; `None` goes back to stderr.
+pub fn report_to(reporter: Option<Reporter>) {
+    REPORTER.with(|r| *r.borrow_mut() = reporter);
+}
+
+/// The one report of a limit hit.
 fn report(what: &str) {
-    eprintln!("flint: limit: {what}");
+    let sent = REPORTER.with(|r| match &*r.borrow() {
+        Some(reporter) => {
+            reporter(what);
+            true
+        }
+        None => false,
+    });
+    if !sent {
+        eprintln!("flint: limit: {what}");
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `flint`: the Flint host monitor's command line.
 
 use clap::error::ErrorKind;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use host_monitor::cli::{Cli, Command};
 use host_monitor::outcome::STATUS_START_FAILED;
 
@@ -22,9 +22,13 @@ fn main() {
             // monitor refusing to start, like a bad image.
             let text = e.render().to_string();
             let message = one_line(&text);
-            let help = match std::env::args().nth(1).as_deref() {
-                Some("fleet") => "flint fleet --help",
-                _ => "flint run --help",
+            let help = match std::env::args().nth(1) {
+                Some(command)
+                    if command != "run" && Cli::command().find_subcommand(&command).is_some() =>
+                {
+                    format!("flint {command} --help")
+                }
+                _ => "flint run --help".to_owned(),
             };
             eprintln!("flint: {message}; see '{help}'");
             std::process::exit(STATUS_START_FAILED);
@@ -34,6 +38,8 @@ fn main() {
         Command::Run(args) => host_monitor::run::run(args),
         Command::Fleet(args) => host_monitor::fleet::parent::run(args),
         Command::FleetWorker(args) => host_monitor::fleet::worker_main(args),
+        Command::Daemon(args) => host_monitor::daemon::run(args),
+        Command::Client(command) => host_monitor::client::run(command),
     };
     std::process::exit(status);
 }

@@ -116,6 +116,16 @@ impl Poller {
         self.wake.as_raw_fd()
     }
 
+    /// The set's own fds (epoll, timer, wake eventfd): a confined vCPU
+    /// thread reads and writes them.
+    pub fn fds(&self) -> [RawFd; 3] {
+        [
+            self.epoll.as_raw_fd(),
+            self.timer.as_raw_fd(),
+            self.wake.as_raw_fd(),
+        ]
+    }
+
     /// Starts waiting on `fd` for `interest`; its events carry `token`.
     pub fn add(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
         let event = EpollEvent::new(interest.events(), token);

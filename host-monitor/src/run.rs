@@ -1,6 +1,7 @@
 //! `flint run`: one image, one instance, the guest's status as ours.
 
 use crate::cli::RunArgs;
+use crate::debug;
 use crate::image::Image;
 use crate::instance::{Config, Instance, Launch, StartError};
 use crate::limits::Limits;
@@ -76,6 +77,9 @@ pub fn run(args: RunArgs) -> i32 {
             console: args.console_limit,
             net_pps: args.net_rate,
         },
+        // The wait set made at start: its fds are known when the vCPU
+        // thread's reads and writes are pinned (seccomp).
+        idle_poller: true,
         ..Launch::default()
     };
     let snapshotting = launch.snapshot_on_idle.is_some();
@@ -84,26 +88,56 @@ pub fn run(args: RunArgs) -> i32 {
             "flint: WARNING: --no-seccomp: running WITHOUT the seccomp filters; \
              a guest that breaks the monitor could make any system call (debugging only)"
         );
-    } else if let Err(e) = seccomp::filter_watchdogs(crate::watchdog::kick_signal()) {
+    } else if let Err(e) = seccomp::confine_service_threads() {
         return refuse(&e);
     }
+    // Bound before the start, so that a taken port refuses it.
+    let gdb = match args.gdb.map(debug::Listener::bind).transpose() {
+        Ok(gdb) => gdb,
+        Err(e) => return refuse(&e),
+    };
     let mut instance = match Instance::start_with(&image, &config, launch, timings) {
         Ok(instance) => instance,
         // The network's errors name the option at fault, not the image.
         Err(e @ StartError::Net(_)) => return refuse(&e),
         Err(e) => return refuse(&format!("{}: {e}", image.path().display())),
     };
+    // `--gdb`: wait for gdb; the guest's first instruction waits for it.
+    let session = match gdb.map(|gdb| gdb.accept(!args.no_seccomp)).transpose() {
+        Ok(Some((session, debugger))) => {
+            instance.attach_debugger(debugger);
+            Some(session)
+        }
+        Ok(None) => None,
+        Err(debug::DebugError::Stopped(signo)) => {
+            drop(instance);
+            signals::die_by(signo)
+        }
+        Err(e) => return refuse(&e),
+    };
     if !args.no_seccomp {
         // Setup is done: from here on the vCPU thread may only service
         // the guest.
-        let applied = seccomp::vcpu_filter(instance.vcpu_fd(), snapshotting)
-            .and_then(|program| seccomp::apply(&program));
-        if let Err(e) = applied {
+        let policy = seccomp::VcpuPolicy {
+            snapshot: snapshotting,
+            // The debugger loads registers (resuming after a breakpoint)
+            // and wakes its stub thread (src/debug/mod.rs).
+            reset: session.is_some(),
+            extra_fds: session
+                .as_ref()
+                .map(debug::Session::wake_fds)
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        if let Err(e) = seccomp::confine_vcpu(&instance, &policy) {
             return refuse(&e);
         }
         seccomp::forbidden_syscall_hook(instance.vcpu_fd());
     }
     let outcome = instance.run();
+    if let Some(session) = session {
+        session.finish(&outcome);
+    }
     instance.timings().report();
     if stats {
         instance.stats().report();

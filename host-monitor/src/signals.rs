@@ -9,10 +9,13 @@
 //! interrupts a KVM_RUN in progress, because the other threads block it and
 //! the kernel therefore delivers it to the vCPU thread.
 
+use crate::snapshot::Recorder;
+use crate::stats::Stats;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Once};
+use std::time::{Duration, Instant};
 
 /// The signals that stop an instance.
 pub const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGTERM, libc::SIGINT];
@@ -178,6 +181,65 @@ impl StopSource {
             StopSource::Handle(handle) => handle.set_wake_fd(wake_fd),
         }
     }
+
+    /// On the vCPU thread: if the owner paused the instance, blocks until
+    /// it is resumed or stopped (see [`StopHandle::pause`]); true if it
+    /// was paused. Never blocks for `flint run` (no one pauses it).
+    pub fn park_if_paused(&self) -> bool {
+        match self {
+            StopSource::Process => false,
+            StopSource::Handle(handle) => handle.park_if_paused(),
+        }
+    }
+
+    /// On the vCPU thread after KVM_RUN returned EINTR: clears a kick
+    /// left over from a pause that was resumed before the thread parked,
+    /// so the next KVM_RUN enters the guest again.
+    pub fn clear_stale_kick(&self) {
+        if let StopSource::Handle(handle) = self {
+            handle.clear_stale_kick();
+        }
+    }
+
+    /// On the vCPU thread: hands the instance's counters to whoever asked
+    /// for them ([`StopHandle::publish_stats`]); `stats` is only called
+    /// then, so an instance nobody watches pays one atomic load.
+    pub fn publish(&self, stats: impl FnOnce() -> Stats) {
+        if let StopSource::Handle(handle) = self {
+            if handle.publishing.load(Ordering::Relaxed) {
+                handle.set_live(stats());
+            }
+        }
+    }
+
+    /// On the vCPU thread at a POLL exit: the snapshot its owner asked
+    /// for ([`StopHandle::request_snapshot`]), if any.
+    pub fn take_snapshot_request(&self) -> Option<Recorder> {
+        match self {
+            StopSource::Process => None,
+            StopSource::Handle(handle) => handle.take_snapshot_request(),
+        }
+    }
+
+    /// True if a snapshot was asked for and not yet taken up.
+    pub fn snapshot_requested(&self) -> bool {
+        match self {
+            StopSource::Process => false,
+            StopSource::Handle(handle) => handle.snapshot_requested.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Empties the wake eventfd `fd` after a wake that was not a stop (a
+/// pause or a snapshot request), so that later waits sleep again.
+pub fn drain_wake(fd: RawFd) {
+    if fd < 0 {
+        return;
+    }
+    let mut count = [0u8; 8];
+    // SAFETY: an 8-byte read into a local array from the poller's
+    // non-blocking eventfd, which is open while the instance runs.
+    unsafe { libc::read(fd, count.as_mut_ptr().cast(), count.len()) };
 }
 
 /// Undoes [`StopSource::attach`] when dropped.
@@ -201,10 +263,25 @@ impl Drop for StopAttached {
 /// byte, its poller's wake eventfd and its thread id under the same lock
 /// that [`StopHandle::stop`] holds while kicking them, so neither can be
 /// gone (unmapped, closed and reused) while a stop writes to it.
+///
+/// The same handle pauses and resumes the instance ([`StopHandle::pause`]:
+/// the vCPU thread leaves KVM_RUN and blocks until [`StopHandle::resume`],
+/// so no guest instruction runs meanwhile), carries its counters out while
+/// it runs ([`StopHandle::publish_stats`]) and asks for a snapshot
+/// ([`StopHandle::request_snapshot`]): what an owner such as `flint
+/// daemon` needs to manage an instance running on another thread.
 #[derive(Default)]
 pub struct StopHandle {
     signo: AtomicI32,
+    paused: AtomicBool,
+    publishing: AtomicBool,
+    snapshot_requested: AtomicBool,
     target: Mutex<Target>,
+    /// Signalled when the vCPU thread parks, unparks or detaches, and on
+    /// resume and stop (for a parked thread).
+    changed: Condvar,
+    live: Mutex<Option<Stats>>,
+    snapshot: Mutex<Option<Recorder>>,
 }
 
 #[derive(Default)]
@@ -212,9 +289,27 @@ struct Target {
     immediate_exit: usize,
     wake_fd: Option<RawFd>,
     thread: Option<libc::pthread_t>,
+    /// The vCPU thread is blocked in [`StopHandle::park_if_paused`].
+    parked: bool,
+    /// The run this handle was attached to has ended.
+    ended: bool,
 }
 
-fn kick_signal() -> libc::c_int {
+/// What [`StopHandle::pause`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Paused {
+    /// The vCPU thread is parked: no guest instruction runs until resume.
+    Parked,
+    /// The instance's run has ended (or it was stopped): nothing to pause.
+    Ended,
+    /// The vCPU thread did not park in time (it is busy in the host, e.g.
+    /// writing a snapshot); it still parks at its next chance.
+    NotYet,
+}
+
+/// The signal that kicks a vCPU thread out of KVM_RUN on a stop (seccomp
+/// filters allow raising it).
+pub(crate) fn kick_signal() -> libc::c_int {
     vmm_sys_util::signal::SIGRTMIN() + 1
 }
 
@@ -240,8 +335,132 @@ impl StopHandle {
         let _ = self
             .signo
             .compare_exchange(0, signo, Ordering::SeqCst, Ordering::SeqCst);
-        let target = self.target.lock().unwrap_or_else(|e| e.into_inner());
+        let target = self.lock();
         kick(&target);
+        // A parked vCPU thread wakes up to stop.
+        self.changed.notify_all();
+    }
+
+    /// Pauses the instance: kicks its vCPU thread out of KVM_RUN (or out
+    /// of its POLL sleep) and waits up to `wait` until it has parked, off
+    /// the CPU, in [`StopHandle::park_if_paused`]. It stays there until
+    /// [`StopHandle::resume`] or [`StopHandle::stop`]; the guest's clocks
+    /// go on meanwhile (it sees the pause as time passing).
+    pub fn pause(&self, wait: Duration) -> Paused {
+        self.paused.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + wait;
+        let mut target = self.lock();
+        kick(&target);
+        loop {
+            if target.ended || self.requested().is_some() {
+                return Paused::Ended;
+            }
+            if target.parked {
+                return Paused::Parked;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Paused::NotYet;
+            }
+            target = self
+                .changed
+                .wait_timeout(target, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Lets a paused instance run on; nothing if it is not paused.
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+        let _target = self.lock();
+        self.changed.notify_all();
+    }
+
+    /// True between [`StopHandle::pause`] and [`StopHandle::resume`].
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Makes the vCPU thread hand out its counters at every VM exit from
+    /// now on, for [`StopHandle::live_stats`].
+    pub fn publish_stats(&self) {
+        self.publishing.store(true, Ordering::Relaxed);
+    }
+
+    /// The counters the vCPU thread handed out last (after its latest VM
+    /// exit), if [`StopHandle::publish_stats`] was called and it has run.
+    pub fn live_stats(&self) -> Option<Stats> {
+        *self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_live(&self, stats: Stats) {
+        *self.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
+    }
+
+    /// Asks for a snapshot the way `--snapshot-on-idle` takes one: at the
+    /// instance's next POLL that blocks. An instance asleep in POLL is
+    /// woken for it (its POLL returns with nothing ready and the guest
+    /// asks again). Replaces a request not yet taken up.
+    pub fn request_snapshot(&self, recorder: Recorder) {
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Some(recorder);
+        self.snapshot_requested.store(true, Ordering::SeqCst);
+        let target = self.lock();
+        if let Some(fd) = target.wake_fd {
+            wake(fd);
+        }
+    }
+
+    fn take_snapshot_request(&self) -> Option<Recorder> {
+        if !self.snapshot_requested.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.snapshot_requested.store(false, Ordering::SeqCst);
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// On the vCPU thread: blocks while the instance is paused and no stop
+    /// has come; true if it blocked. Nothing runs the guest meanwhile.
+    fn park_if_paused(&self) -> bool {
+        if !self.paused.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut target = self.lock();
+        target.parked = true;
+        self.changed.notify_all();
+        while self.paused.load(Ordering::SeqCst) && self.requested().is_none() {
+            target = self.changed.wait(target).unwrap_or_else(|e| e.into_inner());
+        }
+        target.parked = false;
+        if self.requested().is_none() && target.immediate_exit != 0 {
+            // The pause's kick set it; without this every KVM_RUN would
+            // return at once. A stop or pause after this point sets it
+            // again under the lock, so none is lost.
+            // SAFETY: as in `kick`: the kvm_run page stays mapped until
+            // `detach`, which needs the lock we hold.
+            unsafe { (target.immediate_exit as *mut u8).write_volatile(0) };
+        }
+        self.changed.notify_all();
+        true
+    }
+
+    fn clear_stale_kick(&self) {
+        let target = self.lock();
+        if self.requested().is_none()
+            && !self.paused.load(Ordering::SeqCst)
+            && target.immediate_exit != 0
+        {
+            // SAFETY: as in `kick`: the kvm_run page stays mapped until
+            // `detach`, which needs the lock we hold.
+            unsafe { (target.immediate_exit as *mut u8).write_volatile(0) };
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Target> {
+        self.target.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The stop asked for, if any.
@@ -253,7 +472,8 @@ impl StopHandle {
     }
 
     fn attach(&self, immediate_exit: *mut u8, wake_fd: RawFd) {
-        let mut target = self.target.lock().unwrap_or_else(|e| e.into_inner());
+        let mut target = self.lock();
+        target.ended = false;
         target.immediate_exit = immediate_exit as usize;
         target.wake_fd = (wake_fd >= 0).then_some(wake_fd);
         // SAFETY: pthread_self has no preconditions.
@@ -264,7 +484,7 @@ impl StopHandle {
     }
 
     fn set_wake_fd(&self, wake_fd: RawFd) {
-        let mut target = self.target.lock().unwrap_or_else(|e| e.into_inner());
+        let mut target = self.lock();
         target.wake_fd = (wake_fd >= 0).then_some(wake_fd);
         if self.requested().is_some() {
             kick(&target);
@@ -272,7 +492,11 @@ impl StopHandle {
     }
 
     fn detach(&self) {
-        *self.target.lock().unwrap_or_else(|e| e.into_inner()) = Target::default();
+        *self.lock() = Target {
+            ended: true,
+            ..Target::default()
+        };
+        self.changed.notify_all();
     }
 }
 
@@ -286,14 +510,75 @@ fn kick(target: &Target) {
         unsafe { (target.immediate_exit as *mut u8).write_volatile(1) };
     }
     if let Some(fd) = target.wake_fd {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: 8 bytes from a local array to an eventfd that stays open
-        // until `detach` or `set_wake_fd` replaces it, both under the lock.
-        unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+        wake(fd);
     }
     if let Some(thread) = target.thread {
         // SAFETY: the thread is attached, so alive: it detaches (under the
         // lock we hold) before it ends.
         unsafe { libc::pthread_kill(thread, kick_signal()) };
+    }
+}
+
+/// Sets the wake eventfd `fd`, ending the POLL wait it belongs to. The
+/// caller holds the target's lock.
+fn wake(fd: RawFd) {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: 8 bytes from a local array to an eventfd that stays open
+    // until `detach` or `set_wake_fd` replaces it, both under the lock.
+    unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+}
+
+#[cfg(test)]
+mod pause_tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    /// A stand-in vCPU thread: "runs" (counts) unless parked, until
+    /// stopped; `exit` plays the kvm_run immediate_exit byte.
+    fn fake_vcpu(
+        handle: Arc<StopHandle>,
+        exit: Arc<AtomicU64>,
+        runs: Arc<AtomicU64>,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            let source = StopSource::Handle(handle);
+            let byte = exit.as_ptr().cast::<u8>();
+            let _attached = source.attach(byte, -1);
+            while source.requested().is_none() {
+                if source.park_if_paused() {
+                    continue;
+                }
+                runs.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    }
+
+    #[test]
+    fn a_paused_thread_makes_no_progress_until_resumed() {
+        let handle = StopHandle::new().expect("handle");
+        let exit = Arc::new(AtomicU64::new(0));
+        let runs = Arc::new(AtomicU64::new(0));
+        let thread = fake_vcpu(handle.clone(), exit.clone(), runs.clone());
+        while runs.load(Ordering::SeqCst) < 3 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(handle.pause(Duration::from_secs(10)), Paused::Parked);
+        // The kick asked KVM_RUN to return at once.
+        assert_eq!(exit.load(Ordering::SeqCst) & 0xff, 1);
+        let before = runs.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(runs.load(Ordering::SeqCst), before, "progress while paused");
+        handle.resume();
+        while runs.load(Ordering::SeqCst) == before {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Unparking cleared the kick, so the next KVM_RUN enters the guest.
+        assert_eq!(exit.load(Ordering::SeqCst) & 0xff, 0);
+        // A stop reaches a parked thread.
+        assert_eq!(handle.pause(Duration::from_secs(10)), Paused::Parked);
+        handle.stop(libc::SIGTERM);
+        thread.join().expect("the fake vCPU thread");
+        assert_eq!(handle.pause(Duration::from_secs(1)), Paused::Ended);
     }
 }

@@ -164,6 +164,14 @@ fn fuzz(target: &'static str, secs: u64, seed: Option<u64>) -> Result<Reached> {
     for d in [&corpus, &artifacts] {
         fs::create_dir_all(d).map_err(Error::io(d))?;
     }
+    // One run of a target at a time: runs share the log, the corpus and the
+    // running total, and two at once would count each other's executions.
+    let lock_path = dir.join(format!("{target}.lock"));
+    let lock = fs::File::create(&lock_path).map_err(Error::io(&lock_path))?;
+    if lock.try_lock().is_err() {
+        eprintln!("xtask: another run of {target} is fuzzing; waiting for it to end");
+        lock.lock().map_err(Error::io(&lock_path))?;
+    }
     let log_path = log(target);
     let log_file = fs::File::create(&log_path).map_err(Error::io(&log_path))?;
     let mut c = Command::new(&binary);

@@ -71,9 +71,35 @@ pub fn rustflags() -> Vec<String> {
     ]
 }
 
+/// [`rustflags`], and for the `guest-debug` profile unwind tables, so
+/// that gdb's `bt` walks the guest's stack.
+fn profile_rustflags(profile: &str) -> Vec<String> {
+    let mut flags = rustflags();
+    if profile == "guest-debug" {
+        flags.push("-Cforce-unwind-tables=yes".into());
+        flags.push("-Cforce-frame-pointers=yes".into());
+    }
+    flags
+}
+
 /// Builds guest `name` and returns the path of its image,
 /// `target/flint/<name>.elf`. Cheap when nothing changed (cargo decides).
 pub fn build(name: &str) -> Result<PathBuf> {
+    build_profile(name, "guest", &image_path(name))
+}
+
+/// Builds guest `name` with full debug info and no optimisation (the
+/// `guest-debug` profile), for gdb (`flint run --gdb`), and returns the
+/// path of its image, `target/flint/<name>-debug.elf`.
+pub fn build_debug(name: &str) -> Result<PathBuf> {
+    build_profile(
+        name,
+        "guest-debug",
+        &image_dir().join(format!("{name}-debug.elf")),
+    )
+}
+
+fn build_profile(name: &str, profile: &str, image: &Path) -> Result<PathBuf> {
     let dir = crate_dir(name)?;
     let package = package_name(&dir)?;
     toolchain::ensure_guest_target()?;
@@ -84,23 +110,25 @@ pub fn build(name: &str) -> Result<PathBuf> {
                 "build",
                 "--quiet",
                 "--profile",
-                "guest",
+                profile,
                 "--target",
                 GUEST_TARGET,
             ])
             .arg("--target-dir")
             .arg(&guest_target)
             .args(["--package", &package])
-            .env("CARGO_ENCODED_RUSTFLAGS", rustflags().join("\x1f"))
+            .env(
+                "CARGO_ENCODED_RUSTFLAGS",
+                profile_rustflags(profile).join("\x1f"),
+            )
             .env_remove("RUSTFLAGS"),
     )?;
-    let built = guest_target.join(GUEST_TARGET).join("guest").join(&package);
+    let built = guest_target.join(GUEST_TARGET).join(profile).join(&package);
     if !built.is_file() {
         return Err(Error::MissingArtifact(built));
     }
-    let image = image_path(name);
-    install(&built, &image)?;
-    Ok(image)
+    install(&built, image)?;
+    Ok(image.to_owned())
 }
 
 /// Copies `from` to `to` through a temporary file and a rename, so a

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fuzz;
 pub mod guest;
 pub mod monitor;
+pub mod oci;
 pub mod packages;
 pub mod test;
 pub mod toolchain;

@@ -19,6 +19,10 @@ enum Task {
     Build {
         /// The guest's name.
         name: String,
+        /// With full debug info and no optimisation, for `flint run --gdb`:
+        /// target/flint/<NAME>-debug.elf.
+        #[arg(long)]
+        debug: bool,
     },
     /// Build an app and the monitor, then `flint run` the app.
     Run {
@@ -39,6 +43,17 @@ enum Task {
         #[arg(long, value_name = "SECS", default_value_t = 60)]
         time: u64,
     },
+    /// Write an app as an OCI image archive, target/flint/<APP>.oci.tar
+    /// (`ctr image import`; run it with flint-oci), or with --pause the
+    /// pod sandbox image target/flint/pause.oci.tar.
+    Oci {
+        /// The app's name.
+        #[arg(required_unless_present = "pause")]
+        app: Option<String>,
+        /// Write the pod sandbox (pause) image for the CRI's sandbox_image.
+        #[arg(long, conflicts_with = "app")]
+        pause: bool,
+    },
     /// Run a benchmark (e.g. `coldstart`).
     Bench {
         /// Which benchmark.
@@ -52,11 +67,12 @@ enum Task {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Task::Build { name } => build(&name),
+        Task::Build { name, debug } => build(&name, debug),
         Task::Run { app, args } => run(&app, &args),
         Task::Test => xtask::test::run(),
         Task::Fuzz { target, time } => xtask::fuzz::run(target.as_deref(), time),
         Task::Bench { what, rest } => xtask::bench::run(&what, &rest),
+        Task::Oci { app, pause } => oci(app.as_deref(), pause),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,10 +83,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn build(name: &str) -> Result<(), Error> {
-    let image = guest::build(name)?;
+fn build(name: &str, debug: bool) -> Result<(), Error> {
+    let image = match debug {
+        true => guest::build_debug(name)?,
+        false => guest::build(name)?,
+    };
     let size = std::fs::metadata(&image).map_err(Error::io(&image))?.len();
     println!("{} ({size} bytes)", image.display());
+    Ok(())
+}
+
+fn oci(app: Option<&str>, pause: bool) -> Result<(), Error> {
+    let (archive, name) = match app {
+        Some(app) if !pause => (xtask::oci::build_app(app)?, xtask::oci::image_name(app)),
+        _ => {
+            let name = xtask::oci::PAUSE_IMAGE.to_owned();
+            (xtask::oci::build_pause()?, name)
+        }
+    };
+    println!("{} (image {name})", archive.display());
     Ok(())
 }
 

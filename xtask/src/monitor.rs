@@ -40,3 +40,18 @@ pub fn build() -> Result<PathBuf> {
         Err(Error::MissingArtifact(bin))
     }
 }
+
+/// Returns `flint-oci`, the OCI runtime, built statically beside `flint`
+/// by [`build`] (`$FLINT_OCI_BIN` if set).
+pub fn build_oci() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("FLINT_OCI_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let flint = build()?;
+    let bin = flint.with_file_name("flint-oci");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(Error::MissingArtifact(bin))
+    }
+}

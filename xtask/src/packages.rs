@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 
 use crate::{cmd, Result};
 
-/// What the tests need: `(program that must be on PATH, Debian package)`.
+/// What the tests need: `(program that must be on PATH, or absolute path of
+/// a file the package installs, Debian package)`.
 /// Add a line here when a test starts using a new tool.
 pub const TEST_PACKAGES: &[(&str, &str)] = &[
     // The coldstart bench's native baseline is a static C hello.
@@ -17,6 +18,20 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("ip", "iproute2"),
     ("ping", "iputils-ping"),
+    // tests/gdb.rs drives real gdb against `flint run --gdb`.
+    ("gdb", "gdb"),
+    // tests/oci_containerd.rs: a private containerd (with runc and the
+    // runc v2 shim) driven by ctr, and its CRI client in Debian's Python
+    // (an absolute path: a module the package installs, not a program).
+    ("ctr", "containerd"),
+    (
+        "/usr/lib/python3/dist-packages/grpc/__init__.py",
+        "python3-grpcio",
+    ),
+    (
+        "/usr/lib/python3/dist-packages/grpc_tools/protoc.py",
+        "python3-grpc-tools",
+    ),
 ];
 
 /// What the benches need besides [`TEST_PACKAGES`]; `cargo xtask bench`
@@ -29,6 +44,10 @@ pub const BENCH_PACKAGES: &[(&str, &str)] = &[
 
 /// True if `program` is an executable file on `PATH`.
 pub fn on_path(program: &str) -> bool {
+    if program.starts_with('/') {
+        // A file a package installs, e.g. a Python module.
+        return std::path::Path::new(program).is_file();
+    }
     let Some(path) = std::env::var_os("PATH") else {
         return false;
     };

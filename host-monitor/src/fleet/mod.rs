@@ -30,16 +30,9 @@ pub fn check_run_options(run: &RunArgs) -> Result<(), String> {
         (run.gateway.is_some(), "--gateway"),
         (run.mac.is_some(), "--mac"),
         (run.timings, "--timings"),
+        (run.gdb.is_some(), "--gdb"),
         (matches!(run.net, Some(NetMode::Tap(_))), "--net tap"),
     ];
-    // Not wired into the workers yet: refused rather than ignored.
-    let unsupported = [
-        (run.console_limit.is_some(), "--console-limit"),
-        (run.net_rate.is_some(), "--net-rate"),
-    ];
-    if let Some((_, option)) = unsupported.iter().find(|(given, _)| *given) {
-        return Err(format!("{option} is not supported with a fleet yet"));
-    }
     match refused.iter().find(|(given, _)| *given) {
         Some((_, option)) => Err(format!(
             "{option} cannot be used with a fleet: each instance gets its own id, MAC and address"
@@ -95,5 +88,10 @@ pub fn worker_main(args: FleetWorkerArgs) -> i32 {
         instance,
         publish: args.run.publish.clone(),
         stats: args.run.stats || std::env::var_os("FLINT_STATS").is_some_and(|v| v == "1"),
+        limits: crate::limits::Limits {
+            console: args.run.console_limit,
+            net_pps: args.run.net_rate,
+        },
+        seccomp: !args.run.no_seccomp,
     })
 }

@@ -16,7 +16,7 @@ use crate::snapshot::Snapshot;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use protocol::{read_lines, Event};
 use std::io::{IsTerminal, Write};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -116,6 +116,12 @@ pub fn run(args: FleetArgs) -> i32 {
     if let Err(e) = signals::install() {
         return fail(&format!("cannot catch SIGTERM and SIGINT: {e}"));
     }
+    if args.run.no_seccomp {
+        eprintln!(
+            "flint: WARNING: --no-seccomp: the fleet runs WITHOUT the seccomp filters; \
+             a guest that breaks a worker could make any system call (debugging only)"
+        );
+    }
     Fleet::new(args).run()
 }
 
@@ -133,6 +139,9 @@ struct Fleet {
     summary_done: bool,
     stopping: Option<(i32, Instant)>,
     bar: ProgressBar,
+    /// Limit hits the workers reported (each instance's first of each
+    /// limit).
+    limits_hit: u64,
 }
 
 impl Fleet {
@@ -164,6 +173,7 @@ impl Fleet {
             summary_done: false,
             stopping: None,
             bar,
+            limits_hit: 0,
         }
     }
 
@@ -186,6 +196,16 @@ impl Fleet {
             first += count;
         }
         drop(tx);
+        if !self.args.run.no_seccomp {
+            // Every worker is started: from here on the parent only
+            // relays, waits and signals.
+            let confined = crate::seccomp::fleet::confine_parent(self.args.summary_json.is_some());
+            if let Err(e) = confined {
+                self.say(&format!("flint: {e}; stopping the fleet"));
+                self.signal_workers(libc::SIGKILL);
+                return STATUS_START_FAILED;
+            }
+        }
         let mut phase = Phase::Starting;
         let mut housekeeping = Instant::now();
         loop {
@@ -208,9 +228,11 @@ impl Fleet {
             phase = self.advance(phase);
         }
         // Every pipe is closed: wait for the workers themselves.
-        for w in &mut self.workers {
-            if w.reaped.is_none() {
-                w.reaped = w.child.wait().ok();
+        for i in 0..self.workers.len() {
+            if self.workers[i].reaped.is_none() {
+                if let Ok(status) = self.workers[i].child.wait() {
+                    self.reaped(i, status);
+                }
             }
         }
         self.bar.finish_and_clear();
@@ -343,6 +365,12 @@ impl Fleet {
                 }
             }
             Event::WorkerReady {} => self.workers[w].ready = true,
+            Event::Limit { id, what } if valid(id) => {
+                self.limits_hit += 1;
+                if !quiet {
+                    self.say(&format!("flint: limit: instance {id}: {what}"));
+                }
+            }
             other => self.say(&format!(
                 "flint: worker {} reported an instance it does not run: {other:?}",
                 w + 1
@@ -376,24 +404,49 @@ impl Fleet {
     }
 
     fn reap(&mut self) {
-        for (i, w) in self.workers.iter_mut().enumerate() {
-            if w.reaped.is_some() {
+        for i in 0..self.workers.len() {
+            if self.workers[i].reaped.is_some() {
                 continue;
             }
-            if let Ok(Some(status)) = w.child.try_wait() {
+            if let Ok(Some(status)) = self.workers[i].child.try_wait() {
                 // `ready` waits for its pipe's EOF: lines may still be
                 // on their way.
-                w.reaped = Some(status);
-                if !status.success() && self.stopping.is_none() {
-                    let line = format!(
-                        "flint: worker {} (instances {}-{}) ended: {status}",
-                        i + 1,
-                        w.ids.start(),
-                        w.ids.end()
-                    );
-                    self.bar.suspend(|| eprintln!("{line}"));
+                self.reaped(i, status);
+            }
+        }
+    }
+
+    /// Worker `i` has ended with `status`: says so if it failed. One
+    /// killed by its seccomp filter (SIGSYS) took its instances with it.
+    fn reaped(&mut self, i: usize, status: std::process::ExitStatus) {
+        let w = &mut self.workers[i];
+        w.reaped = Some(status);
+        let (first, last) = (*w.ids.start(), *w.ids.end());
+        if status.signal() == Some(libc::SIGSYS) {
+            for id in first..=last {
+                let state = &mut self.states[id as usize];
+                match state {
+                    State::Running { .. } | State::Restarting => {
+                        *state = State::Ended(128 + libc::SIGSYS);
+                    }
+                    State::Pending => {
+                        *state = State::Failed;
+                        self.failures += 1;
+                        self.bar.inc(1);
+                    }
+                    State::Ended(_) | State::Failed => {}
                 }
             }
+            self.say(&format!(
+                "flint: worker {} (instances {first}-{last}) was killed by its seccomp filter \
+                 (SIGSYS): a monitor thread made a forbidden system call; its instances are gone",
+                i + 1
+            ));
+        } else if !status.success() && self.stopping.is_none() {
+            self.say(&format!(
+                "flint: worker {} (instances {first}-{last}) ended: {status}",
+                i + 1
+            ));
         }
     }
 
@@ -498,6 +551,7 @@ impl Fleet {
             stopped: self.count(|s| matches!(s, State::Ended(_))),
             start_seconds: start.as_secs_f64(),
             first_failure: self.first_failure.clone(),
+            limit_hits: self.limits_hit,
             ..Summary::default()
         };
         s.start_rate_per_s = s.started as f64 / s.start_seconds.max(1e-6);

@@ -53,6 +53,9 @@ pub struct Summary {
     pub cpu_window_seconds: f64,
     /// Why the first instance that could not start did not, if one.
     pub first_failure: Option<String>,
+    /// Limit hits so far (`--console-limit`, `--net-rate`): each
+    /// instance's first hit of each limit.
+    pub limit_hits: u64,
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -123,6 +126,13 @@ impl Summary {
         );
         if let Some(why) = &self.first_failure {
             let _ = writeln!(t, "flint:   first failure  {why}");
+        }
+        if self.limit_hits > 0 {
+            let _ = writeln!(
+                t,
+                "flint:   limits hit     {} (console/network output dropped; instances go on)",
+                self.limit_hits
+            );
         }
         t
     }

@@ -21,10 +21,12 @@ use crate::guest_memory::MemoryTemplate;
 use crate::hypercall::Console;
 use crate::image::Image;
 use crate::instance::{self, Instance, Launch, StartError};
+use crate::limits::Limits;
 use crate::net::spec::{self, NetSetup, Publish};
 use crate::net::switch::Switch;
 use crate::net::{NetDevice, NetError};
 use crate::outcome::{Outcome, STATUS_START_FAILED};
+use crate::seccomp;
 use crate::signals::{StopHandle, StopSource};
 use crate::snapshot::Snapshot;
 use crate::timings::Timings;
@@ -85,6 +87,10 @@ pub struct WorkerConfig {
     pub publish: Vec<Publish>,
     /// Print each instance's counters on stderr when it ends.
     pub stats: bool,
+    /// `--console-limit` and `--net-rate` of every instance.
+    pub limits: Limits,
+    /// Confine every thread with seccomp once set up (not `--no-seccomp`).
+    pub seccomp: bool,
 }
 
 /// Runs the worker until all its instances have ended, or a SIGTERM or
@@ -93,7 +99,14 @@ pub struct WorkerConfig {
 pub fn run(mut config: WorkerConfig) -> i32 {
     raise_nofile();
     let stops = Arc::new(Stops::default());
-    if let Err(e) = watch_stop_signals(stops.clone()) {
+    let filter = match config.seccomp {
+        true => match seccomp::fleet::signals_filter() {
+            Ok(program) => Some(program),
+            Err(e) => return refuse(&e),
+        },
+        false => None,
+    };
+    if let Err(e) = watch_stop_signals(stops.clone(), filter) {
         return refuse(&format!("cannot catch SIGTERM and SIGINT: {e}"));
     }
     // From a snapshot, its mapping is every instance's template.
@@ -130,6 +143,12 @@ pub fn run(mut config: WorkerConfig) -> i32 {
             return refuse(&format!("--console-dir {}: {e}", dir.display()));
         }
     }
+    if config.seccomp {
+        // Before the switch starts: its thread filters itself.
+        if let Err(e) = seccomp::confine_service_threads() {
+            return refuse(&e);
+        }
+    }
     let switch = match &config.instance.net {
         NetSetup::None if config.publish.is_empty() => None,
         NetSetup::None | NetSetup::User { .. } => {
@@ -140,6 +159,13 @@ pub fn run(mut config: WorkerConfig) -> i32 {
         }
         NetSetup::Tap { .. } => return refuse(&"--net tap cannot be used with a fleet"),
     };
+    if config.seccomp {
+        // Set up: from here on every thread may only start and run
+        // instances.
+        if let Err(e) = seccomp::fleet::confine_worker() {
+            return refuse(&e);
+        }
+    }
     let fleet = Fleet {
         config: &config,
         image: &image,
@@ -176,110 +202,165 @@ enum Started {
     },
 }
 
+/// What an instance thread tells the worker's main thread.
+enum Msg {
+    /// How its first start went.
+    Started(Started),
+    /// It has ended; with `again`, start the instance again on a new
+    /// thread (its back-off slept), whose next back-off is `again`'s.
+    Ended { id: u64, again: Option<Duration> },
+}
+
 impl Fleet<'_> {
     /// Starts every instance ([`START_WINDOW`] at a time), emits
-    /// `worker-ready`, and waits for all to end.
+    /// `worker-ready`, and waits for all to end, starting again on a new
+    /// thread each instance that asks for a restart: a vCPU thread's
+    /// seccomp filter cannot be lifted, so a thread runs one start only.
     fn start_all(&self) {
         let config = self.config;
         let window = START_WINDOW;
-        let (tx, rx) = mpsc::channel::<Started>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         std::thread::scope(|scope| {
-            let mut tally = Tally::default();
-            let mut in_flight = 0;
-            let mut next = config.first_id;
-            let end = config.first_id + config.count;
-            while next < end && tally.exhausted.is_none() && self.stops.requested().is_none() {
-                if in_flight >= window {
-                    // The senders live in running threads, so this answers.
-                    if let Ok(started) = rx.recv() {
-                        tally.count(started);
-                    }
-                    in_flight -= 1;
-                    continue;
-                }
-                let id = next;
-                next += 1;
+            let spawn = |id: u64, first: bool, backoff: Duration| {
                 let tx = tx.clone();
-                let spawned = std::thread::Builder::new()
+                std::thread::Builder::new()
                     .name(format!("vcpu-{id}"))
                     .stack_size(VCPU_STACK)
-                    .spawn_scoped(scope, move || self.instance(id, &tx));
-                match spawned {
-                    Ok(_) => in_flight += 1,
-                    Err(e) => {
-                        let error = format!("cannot start its vCPU thread: {e}");
-                        Event::Failed { id, error: &error }.emit();
-                        tally.count(Started::No {
-                            error,
-                            exhausted: true,
-                        });
+                    .spawn_scoped(scope, move || self.instance(id, first, backoff, &tx))
+            };
+            let mut tally = Tally::default();
+            // First starts not answered yet; instance threads running.
+            let (mut in_flight, mut live) = (0, 0);
+            let mut next = config.first_id;
+            let end = config.first_id + config.count;
+            let mut ready = false;
+            loop {
+                let starting =
+                    next < end && tally.exhausted.is_none() && self.stops.requested().is_none();
+                if starting && in_flight < window {
+                    let id = next;
+                    next += 1;
+                    match spawn(id, true, FIRST_BACKOFF) {
+                        Ok(_) => {
+                            in_flight += 1;
+                            live += 1;
+                        }
+                        Err(e) => {
+                            let error = format!("cannot start its vCPU thread: {e}");
+                            Event::Failed { id, error: &error }.emit();
+                            tally.count(Started::No {
+                                error,
+                                exhausted: true,
+                            });
+                        }
                     }
+                    continue;
+                }
+                if !starting && in_flight == 0 && !ready {
+                    ready = true;
+                    self.report_ready(&mut tally, next, end);
+                }
+                if ready && live == 0 {
+                    break;
+                }
+                // Every running thread holds a sender, so this answers.
+                match rx.recv() {
+                    Ok(Msg::Started(started)) => {
+                        tally.count(started);
+                        in_flight -= 1;
+                    }
+                    Ok(Msg::Ended { id, again }) => {
+                        live -= 1;
+                        let Some(backoff) = again else { continue };
+                        match spawn(id, false, backoff) {
+                            Ok(_) => live += 1,
+                            Err(e) => {
+                                let error = format!("cannot start its vCPU thread: {e}");
+                                Event::Failed { id, error: &error }.emit();
+                            }
+                        }
+                    }
+                    Err(_) => break,
                 }
             }
-            for _ in 0..in_flight {
-                if let Ok(started) = rx.recv() {
-                    tally.count(started);
-                }
-            }
-            if let Some(reason) = &tally.exhausted {
-                // Account for every id: the rest were never tried.
-                let error = format!("not started: the host ran out ({reason})");
-                for id in next..end {
-                    Event::Failed { id, error: &error }.emit();
-                    tally.failed += 1;
-                }
-                eprintln!(
-                    "flint: fleet-worker: started {} of {} instances; stopped starting: {reason}",
-                    tally.started, config.count
-                );
-            }
-            Event::WorkerReady {
-                started: tally.started,
-                failed: tally.failed,
-            }
-            .emit();
             // Leaving the scope waits for every instance thread.
         });
     }
 
-    /// One instance's thread: start, run, report, and restart per policy.
-    fn instance(&self, id: u64, first_start: &mpsc::Sender<Started>) {
-        let mut first = Some(first_start);
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            let began = Instant::now();
-            let outcome = match self.start_and_run(id, &mut first) {
-                Ok(outcome) => outcome,
-                Err(e) => {
-                    let error = e.to_string();
-                    Event::Failed { id, error: &error }.emit();
-                    if let Some(tx) = first.take() {
-                        let exhausted = e.is_exhaustion();
-                        let _ = tx.send(Started::No { error, exhausted });
-                    }
-                    return;
-                }
-            };
-            let status = outcome.status();
-            let restart = self.config.restart == Restart::OnFailure
-                && status != 0
-                && !matches!(outcome, Outcome::Signalled(_))
-                && self.stops.requested().is_none();
-            if !restart {
-                return;
+    /// Every first start has been tried: accounts for the ids never tried
+    /// and emits `worker-ready`.
+    fn report_ready(&self, tally: &mut Tally, next: u64, end: u64) {
+        if let Some(reason) = &tally.exhausted {
+            // Account for every id: the rest were never tried.
+            let error = format!("not started: the host ran out ({reason})");
+            for id in next..end {
+                Event::Failed { id, error: &error }.emit();
+                tally.failed += 1;
             }
-            if began.elapsed() < QUICK_FAILURE {
-                // A stop during the back-off leaves it stopped: its last
-                // event stays `stopped`.
-                if !self.stops.sleep(backoff) {
-                    return;
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            } else {
-                backoff = FIRST_BACKOFF;
-            }
-            Event::Restarting { id }.emit();
+            eprintln!(
+                "flint: fleet-worker: started {} of {} instances; stopped starting: {reason}",
+                tally.started, self.config.count
+            );
         }
+        Event::WorkerReady {
+            started: tally.started,
+            failed: tally.failed,
+        }
+        .emit();
+    }
+
+    /// One instance's thread: start, run, report; then, per the restart
+    /// policy, sleep its back-off and ask the main thread to start it
+    /// again on a new thread. `first`: its first start, which the
+    /// starting loop waits to hear about.
+    fn instance(&self, id: u64, first: bool, backoff: Duration, tx: &mpsc::Sender<Msg>) {
+        let again = self.run_once(id, first, backoff, tx);
+        let _ = tx.send(Msg::Ended { id, again });
+    }
+
+    /// [`Fleet::instance`] up to the restart decision: the next back-off
+    /// if the instance is to start again.
+    fn run_once(
+        &self,
+        id: u64,
+        first: bool,
+        backoff: Duration,
+        tx: &mpsc::Sender<Msg>,
+    ) -> Option<Duration> {
+        let mut first_start = first.then_some(tx);
+        let began = Instant::now();
+        let outcome = match self.start_and_run(id, &mut first_start) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let error = e.to_string();
+                Event::Failed { id, error: &error }.emit();
+                if let Some(tx) = first_start.take() {
+                    let exhausted = e.is_exhaustion();
+                    let _ = tx.send(Msg::Started(Started::No { error, exhausted }));
+                }
+                return None;
+            }
+        };
+        let status = outcome.status();
+        let restart = self.config.restart == Restart::OnFailure
+            && status != 0
+            && !matches!(outcome, Outcome::Signalled(_))
+            && self.stops.requested().is_none();
+        if !restart {
+            return None;
+        }
+        let next = if began.elapsed() < QUICK_FAILURE {
+            // A stop during the back-off leaves it stopped: its last
+            // event stays `stopped`.
+            if !self.stops.sleep(backoff) {
+                return None;
+            }
+            (backoff * 2).min(MAX_BACKOFF)
+        } else {
+            FIRST_BACKOFF
+        };
+        Event::Restarting { id }.emit();
+        Some(next)
     }
 
     /// Starts instance `id` and runs it to its end, then emits `stopped`.
@@ -288,7 +369,7 @@ impl Fleet<'_> {
     fn start_and_run(
         &self,
         id: u64,
-        first: &mut Option<&mpsc::Sender<Started>>,
+        first: &mut Option<&mpsc::Sender<Msg>>,
     ) -> Result<Outcome, WorkerStartError> {
         let restarted = first.is_none();
         let handle = StopHandle::new().map_err(WorkerStartError::Signal)?;
@@ -331,8 +412,7 @@ impl Fleet<'_> {
             idle_poller: true,
             snapshot_on_idle: None,
             restore: self.restore,
-            // `flint fleet` refuses --console-limit and --net-rate for now.
-            limits: Default::default(),
+            limits: self.config.limits,
         };
         let mut instance = Instance::start_with(
             self.image,
@@ -340,8 +420,18 @@ impl Fleet<'_> {
             launch,
             Timings::new(false),
         )?;
+        // Limit hits become events naming the instance.
+        crate::limits::report_to(Some(Box::new(move |what| {
+            Event::Limit { id, what }.emit();
+        })));
+        if self.config.seccomp {
+            // Started: from here on this thread may only run its guest.
+            seccomp::confine_vcpu(&instance, &seccomp::VcpuPolicy::default())
+                .map_err(WorkerStartError::Seccomp)?;
+            seccomp::forbidden_syscall_hook_for(id, instance.vcpu_fd());
+        }
         if let Some(tx) = first.take() {
-            let _ = tx.send(Started::Yes);
+            let _ = tx.send(Msg::Started(Started::Yes));
         }
         let outcome = instance.run();
         if let Some(switch) = &self.switch {
@@ -407,12 +497,15 @@ enum WorkerStartError {
     },
     #[error("cannot set up its stop signal: {0}")]
     Signal(std::io::Error),
+    #[error("cannot confine its vCPU thread ({0}); run with --no-seccomp only to debug this")]
+    Seccomp(seccomp::SeccompError),
 }
 
 impl WorkerStartError {
     fn is_exhaustion(&self) -> bool {
         let io = match self {
             WorkerStartError::Start(e) => return e.is_exhaustion(),
+            WorkerStartError::Seccomp(_) => return false,
             WorkerStartError::Console { source, .. } | WorkerStartError::Signal(source) => source,
         };
         matches!(

@@ -32,6 +32,17 @@ fn pagemap() -> Option<&'static File> {
         .as_ref()
 }
 
+/// The fd of `/proc/self/pagemap`, opened now if it was not yet (so that
+/// a seccomp-filtered thread that resets instances finds it open, and may
+/// read only it); `None` if unreadable.
+pub(crate) fn pagemap_fd() -> Option<std::os::fd::RawFd> {
+    pagemap().map(AsRawFd::as_raw_fd)
+}
+
+/// `PAGEMAP_SCAN`'s request number, for the seccomp filter of a thread
+/// that resets instances.
+pub(crate) const PAGEMAP_SCAN_REQUEST: u64 = PAGEMAP_SCAN;
+
 impl GuestRam {
     /// True if this RAM is a private mapping of `template`'s file at its
     /// offset (so every page it has not written still reads as the

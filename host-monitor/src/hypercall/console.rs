@@ -17,6 +17,14 @@ const MAX_WRITE: u64 = 64 << 10;
 pub trait ConsoleSink: Send {
     /// Takes all of `bytes`, or fails if the reader is gone.
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+
+    /// The fds `write` writes to (`Some(vec![])` for a sink in memory), so
+    /// that a seccomp-confined vCPU thread may write those and no others;
+    /// `None` (the default): not known, and the thread's writes are not
+    /// pinned to fds.
+    fn io_fds(&self) -> Option<Vec<std::os::fd::RawFd>> {
+        None
+    }
 }
 
 /// `flint run`'s console: stdout, byte for byte, flushed at every write.
@@ -26,6 +34,10 @@ impl ConsoleSink for Stdout {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         let mut out = self.0.lock();
         out.write_all(bytes).and_then(|()| out.flush())
+    }
+
+    fn io_fds(&self) -> Option<Vec<std::os::fd::RawFd>> {
+        Some(vec![libc::STDOUT_FILENO])
     }
 }
 
@@ -60,6 +72,12 @@ impl Console {
     pub fn limited(mut self, limit: Option<ConsoleLimit>) -> Console {
         self.limiter = limit.map(ConsoleLimiter::new);
         self
+    }
+
+    /// The fds the console writes to, if known (see
+    /// [`ConsoleSink::io_fds`]).
+    pub fn io_fds(&self) -> Option<Vec<std::os::fd::RawFd>> {
+        self.sink.io_fds()
     }
 
     /// Bytes `--console-limit` dropped (in the `console_*` fields).

@@ -60,8 +60,14 @@ pub(super) fn poll(s: &mut Services, gpa: u64) -> Result<Flow, BadBlock> {
         first = false;
         match wait(s, until) {
             Ok(woken) if woken.stop => {
-                let signo = s.stop.requested().unwrap_or(libc::SIGTERM);
-                return Ok(Flow::Stop(Outcome::Signalled(signo)));
+                if let Some(signo) = s.stop.requested().or_else(|| control_wake(s)) {
+                    return Ok(Flow::Stop(Outcome::Signalled(signo)));
+                }
+                if s.stop.snapshot_requested() {
+                    // Return with nothing ready: the guest asks again, and
+                    // that POLL's exit arms the snapshot.
+                    break 0;
+                }
             }
             Ok(_) => {}
             // epoll failed (it cannot with valid fds) or could not be set
@@ -76,6 +82,28 @@ pub(super) fn poll(s: &mut Services, gpa: u64) -> Result<Flow, BadBlock> {
     s.ram.set_field(gpa, offset_of!(PollBlock, ready), ready);
     s.ram.set_field(gpa, offset_of!(PollBlock, ret), 0i64);
     Ok(Flow::Resume)
+}
+
+/// A wake that was not a stop came from the instance's owner (a pause or
+/// a snapshot request, [`crate::signals::StopHandle`]): empty the wake
+/// eventfd and park while paused. Returns the stop signal if one came
+/// meanwhile. For `flint run` (no owner) every wake is a stop: SIGTERM.
+fn control_wake(s: &mut Services) -> Option<libc::c_int> {
+    if matches!(s.stop, crate::signals::StopSource::Process) {
+        return Some(libc::SIGTERM);
+    }
+    let fd = match (&s.net, &s.idle) {
+        (Some(net), _) => net.wake_fd(),
+        (None, Some(idle)) => idle.wake_fd(),
+        (None, None) => -1,
+    };
+    crate::signals::drain_wake(fd);
+    // A stop sets its signal before it wakes: none is lost by the drain.
+    if let Some(signo) = s.stop.requested() {
+        return Some(signo);
+    }
+    s.stop.park_if_paused();
+    s.stop.requested()
 }
 
 /// Sleeps on the network device's wait set, or without one on a bare

@@ -63,6 +63,12 @@ pub trait Backend: Send {
     fn connections(&self) -> usize {
         0
     }
+    /// Every fd the backend reads or writes, if that set is fixed for its
+    /// life (see `seccomp`); `None` (the default) if it is not, e.g.
+    /// connections accepted later.
+    fn io_fds(&self) -> Option<Vec<std::os::fd::RawFd>> {
+        None
+    }
 }
 
 /// The network could not be set up (status 125).
@@ -199,6 +205,14 @@ impl NetDevice {
     /// The counters so far.
     pub fn counters(&self) -> NetCounters {
         self.counters
+    }
+
+    /// Every fd the device reads or writes, if that set is fixed (a TAP
+    /// device); `None` otherwise (see `seccomp`).
+    pub fn io_fds(&self) -> Option<Vec<std::os::fd::RawFd>> {
+        let mut fds = self.backend.io_fds()?;
+        fds.extend(self.poller.fds());
+        Some(fds)
     }
 
     /// The eventfd that ends [`NetDevice::wait`] for good (see `signals`).

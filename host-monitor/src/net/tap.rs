@@ -105,6 +105,10 @@ impl Tap {
 }
 
 impl Backend for Tap {
+    fn io_fds(&self) -> Option<Vec<std::os::fd::RawFd>> {
+        Some(vec![self.file.as_raw_fd()])
+    }
+
     fn send(&mut self, frame: &[u8], _: &Poller, counters: &mut NetCounters) {
         match self.file.write(frame) {
             Ok(n) if n == frame.len() => {}

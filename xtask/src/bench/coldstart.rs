@@ -254,7 +254,7 @@ fn spawn_and_time(command: &[String]) -> Result<Duration> {
 }
 
 /// Builds `target/bench/hello-native` from `hello.c` with `gcc -static -O2`.
-fn build_native() -> Result<PathBuf> {
+pub(crate) fn build_native() -> Result<PathBuf> {
     if !packages::on_path("gcc") {
         return Err(Error::Bench(
             "gcc is not installed, so there is no native baseline to compare with: \

@@ -9,7 +9,12 @@
 //! - `density [--sizes 1000,5000,10000] [--idle SECS] [--per-worker K]`:
 //!   N idle echo instances in one `flint fleet`: start rate, memory and
 //!   idle CPU per instance, teardown, answers ([`density`]).
+//! - `oci [-n N]`: `ctr run --rm` of hello through flint-oci against runc
+//!   with a static native hello, p50 over N runs each ([`oci`]).
+//! - `api [-n N]`: `flint daemon`'s API: create+start → first hypercall,
+//!   pause/resume, delete, against `flint run` ([`api`]).
 
+pub mod api;
 pub mod coldstart;
 mod coldstart_cases;
 mod coldstart_plot;
@@ -18,6 +23,7 @@ pub mod density;
 mod density_plot;
 pub mod native_http;
 pub mod net;
+pub mod oci;
 mod serve;
 mod stats;
 pub mod wrk;
@@ -34,8 +40,10 @@ pub fn run(what: &str, rest: &[String]) -> Result<()> {
             net::run(&options)
         }
         "density" => density::run(&density::Options::parse(rest)?),
+        "oci" => oci::run(oci::parse(rest)?),
+        "api" => api::run(api::parse(rest)?),
         other => Err(Error::Bench(format!(
-            "no bench named `{other}`; try `coldstart`, `net` or `density`"
+            "no bench named `{other}`; try `coldstart`, `net`, `density`, `oci` or `api`"
         ))),
     }
 }

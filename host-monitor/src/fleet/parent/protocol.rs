@@ -43,6 +43,19 @@ pub fn worker_argv(a: &FleetArgs, first: u64, count: u64) -> Vec<OsString> {
     if r.stats {
         v.push("--stats".into());
     }
+    if r.no_seccomp {
+        v.push("--no-seccomp".into());
+    }
+    if let Some(limit) = &r.console_limit {
+        let mut text = limit.total.to_string();
+        if let Some(rate) = limit.per_second {
+            text.push_str(&format!("/{rate}"));
+        }
+        v.extend(["--console-limit".into(), text.into()]);
+    }
+    if let Some(pps) = r.net_rate {
+        v.extend(["--net-rate".into(), pps.to_string().into()]);
+    }
     if let Some(snapshot) = &r.restore {
         v.extend(["--restore".into(), snapshot.clone().into_os_string()]);
     }
@@ -83,6 +96,11 @@ pub enum Event {
         error: String,
     },
     WorkerReady {},
+    Limit {
+        id: u64,
+        #[serde(default)]
+        what: String,
+    },
 }
 
 /// Reads `pipe` line by line (each with its `\n`; a last partial line gets

@@ -6,6 +6,7 @@
 use crate::hypercall::ConsoleSink;
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
 
 /// A partial line longer than this is written out as a line of its own,
 /// so a guest that never writes a newline cannot grow the monitor's
@@ -67,6 +68,10 @@ impl ConsoleSink for PrefixedLines {
         let lines = self.lines(bytes);
         write_stdout(&lines)
     }
+
+    fn io_fds(&self) -> Option<Vec<RawFd>> {
+        Some(vec![libc::STDOUT_FILENO])
+    }
 }
 
 impl Drop for PrefixedLines {
@@ -84,6 +89,10 @@ pub struct LogFile(pub File);
 impl ConsoleSink for LogFile {
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.0.write_all(bytes)
+    }
+
+    fn io_fds(&self) -> Option<Vec<RawFd>> {
+        Some(vec![self.0.as_raw_fd()])
     }
 }
 

@@ -27,6 +27,10 @@ pub enum Event<'a> {
     Failed { id: u64, error: &'a str },
     /// The worker has tried to start all its instances.
     WorkerReady { started: u64, failed: u64 },
+    /// The instance hit one of its limits (`--console-limit`,
+    /// `--net-rate`) for the first time: what was hit; the excess is
+    /// dropped and the instance goes on.
+    Limit { id: u64, what: &'a str },
 }
 
 impl Event<'_> {
@@ -87,6 +91,13 @@ mod tests {
                     failed: 1,
                 },
                 r#"@event {"ev":"worker-ready","started":5,"failed":1}"#,
+            ),
+            (
+                Event::Limit {
+                    id: 7,
+                    what: "console limit",
+                },
+                r#"@event {"ev":"limit","id":7,"what":"console limit"}"#,
             ),
         ];
         for (event, want) in cases {

@@ -82,7 +82,13 @@ impl Drop for Registered<'_> {
 /// Blocks SIGTERM and SIGINT in this thread and so in every thread it
 /// starts later, and waits for them on a thread of their own, which stops
 /// every instance.
-pub fn watch_stop_signals(stops: Arc<Stops>) -> std::io::Result<()> {
+///
+/// With `filter`, the thread confines itself with it as it starts (see
+/// `seccomp::fleet::signals_filter`).
+pub fn watch_stop_signals(
+    stops: Arc<Stops>,
+    filter: Option<seccompiler::BpfProgram>,
+) -> std::io::Result<()> {
     // SAFETY: sigset_t is plain data set up by sigemptyset/sigaddset;
     // pthread_sigmask only changes this thread's mask.
     let set = unsafe {
@@ -97,11 +103,19 @@ pub fn watch_stop_signals(stops: Arc<Stops>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("flint-signals".into())
         .stack_size(64 << 10)
-        .spawn(move || loop {
-            let mut signo = 0;
-            // SAFETY: `set` is a valid signal set; `signo` a local int.
-            if unsafe { libc::sigwait(&set, &mut signo) } == 0 {
-                stops.stop_all(signo);
+        .spawn(move || {
+            if let Some(program) = &filter {
+                if let Err(e) = crate::seccomp::apply(program) {
+                    eprintln!("flint: fleet-worker: cannot filter the stop-signal thread: {e}");
+                    std::process::exit(crate::outcome::STATUS_START_FAILED);
+                }
+            }
+            loop {
+                let mut signo = 0;
+                // SAFETY: `set` is a valid signal set; `signo` a local int.
+                if unsafe { libc::sigwait(&set, &mut signo) } == 0 {
+                    stops.stop_all(signo);
+                }
             }
         })?;
     Ok(())

@@ -236,7 +236,10 @@ impl Switch {
         let (runner, listening) = thread::Runner::new(Arc::clone(&shared), publish, mtu)?;
         let thread = std::thread::Builder::new()
             .name("flint-switch".into())
-            .spawn(move || runner.run())
+            .spawn(move || {
+                crate::seccomp::fleet::apply_switch();
+                runner.run()
+            })
             .map_err(NetError::Poller)?;
         Ok(Switch {
             shared,

@@ -21,6 +21,10 @@
 //! | `net CASE [ARG]` | the network hypercalls with a device ([`net`]) |
 //! | `id-lines`, `id-fault`, `id-exit`, `id-serve` | by instance id, for fleets ([`fleet`]) |
 //! | `snapshot-identity` | reports its identity, sleeps in POLL until restored, reports again ([`snapshot`]) |
+//! | `edge CASE` | more CPU exceptions, odd hypercall-page accesses and bad buffers ([`edges`]) |
+//! | `badblock NR WHERE` | hypercall `NR` with a broken argument block ([`edges`]); must be stopped |
+//! | `poll-deadline N` | one POLL with deadline `N` or `now+N` ([`edges`]) |
+//! | `count` | prints `count=N` every millisecond of its own busy-waiting, forever (never sleeps: the daemon's pause test) |
 //!
 //! Reports are `key=value` lines on the console. Each command is a few
 //! hypercalls: every VM exit costs tens of microseconds.
@@ -34,6 +38,7 @@ extern crate alloc;
 
 mod blocks;
 mod buffers;
+mod edges;
 mod faults;
 mod fleet;
 mod net;
@@ -120,6 +125,19 @@ fn main(args: Args) -> i32 {
         "poll-forever" => loop {
             hypercall::poll(u64::MAX);
         },
+        "count" => {
+            // Busy-waits on the TSC clock (no VM exit) between lines, so
+            // the only exits are the prints: progress is visible on the
+            // console, and a paused vCPU makes none.
+            for n in 0u64.. {
+                let next = guest_kernel::time::monotonic_ns() + 1_000_000;
+                while guest_kernel::time::monotonic_ns() < next {
+                    core::hint::spin_loop();
+                }
+                println!("count={n}");
+            }
+            0
+        }
         "console-bytes" => {
             let all: [u8; 256] = core::array::from_fn(|i| i as u8);
             buffers::write_all(&all);
@@ -140,6 +158,9 @@ fn main(args: Args) -> i32 {
             fleet::run(command, first, words.next().unwrap_or(""))
         }
         "snapshot-identity" => snapshot::identity(),
+        "edge" => edges::run(first),
+        "badblock" => edges::bad_block(first, words.next().unwrap_or("")),
+        "poll-deadline" => edges::poll_deadline(first),
         other => {
             println!("probe: unknown command {other:?}");
             2
