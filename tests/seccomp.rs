@@ -6,34 +6,10 @@
 mod support;
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{flint_bin, image, kvm_or_skip, Run};
-
-/// `flint` built with the `test-hooks` feature (a debug build of its own,
-/// so the release binary the other tests use never has the hook).
-fn hooked_flint() -> PathBuf {
-    let target = support::scratch_dir("seccomp-hooks");
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../host-monitor/Cargo.toml");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "--features",
-            "test-hooks",
-            "--manifest-path",
-        ])
-        .arg(manifest)
-        .arg("--target-dir")
-        .arg(&target)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .status()
-        .expect("running cargo build for the hooked flint");
-    assert!(status.success(), "building flint with test-hooks failed");
-    target.join("debug").join("flint")
-}
+use support::{flint_bin, hooked_flint, image, kvm_or_skip, Run};
 
 /// `flint run hello` from the hooked binary, making forbidden call `which`.
 fn hooked_hello(flint: &Path, which: Option<&str>) -> Output {

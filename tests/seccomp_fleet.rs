@@ -10,40 +10,14 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::fleet::{children, Fleet};
 use support::net::free_port;
-use support::{image, kvm_or_skip, scratch_dir, Run};
+use support::{hooked_flint, image, kvm_or_skip, scratch_dir, Run};
 
 const WITHIN: Duration = Duration::from_secs(30);
-
-/// `flint` built with the `test-hooks` feature (a debug build of its own,
-/// so the release binary the other tests use never has the hook; the same
-/// target directory as tests/seccomp.rs, so it is built once).
-fn hooked_flint() -> PathBuf {
-    let target = scratch_dir("seccomp-hooks");
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../host-monitor/Cargo.toml");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "--features",
-            "test-hooks",
-            "--manifest-path",
-        ])
-        .arg(manifest)
-        .arg("--target-dir")
-        .arg(&target)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .status()
-        .expect("running cargo build for the hooked flint");
-    assert!(status.success(), "building flint with test-hooks failed");
-    target.join("debug").join("flint")
-}
 
 /// Name and `Seccomp:` mode of every thread of `pid`.
 fn thread_modes(pid: u32) -> Vec<(String, String)> {

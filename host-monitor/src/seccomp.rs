@@ -90,7 +90,7 @@ const fn iowr(ty: u64, nr: u64, size: u64) -> u64 {
     ioc(3, ty, nr, size)
 }
 
-/// What the vCPU thread needs whatever the options.
+/// What the vCPU thread needs whatever the options, besides [`THREAD_CALLS`].
 const VCPU_CALLS: &[libc::c_long] = &[
     // I/O calls are in IO_CALLS. Closing: the instance's own fds when it
     // ends, accepted connections.
@@ -106,7 +106,13 @@ const VCPU_CALLS: &[libc::c_long] = &[
     libc::SYS_timerfd_create,
     libc::SYS_eventfd2,
     libc::SYS_ppoll,
-    // Threads, clocks, randomness.
+];
+
+/// What every long-lived monitor thread needs however narrow its job:
+/// futexes, clocks, the allocator, the stop signals' handler and dying by
+/// them, and its own exit.
+pub(crate) const THREAD_CALLS: &[libc::c_long] = &[
+    // Locks, clocks, randomness.
     libc::SYS_futex,
     libc::SYS_sched_yield,
     libc::SYS_clock_gettime,
@@ -397,6 +403,7 @@ impl VcpuRules {
     fn compile(&self) -> Result<BpfProgram, SeccompError> {
         let mut rules = BTreeMap::new();
         allow_all(&mut rules, VCPU_CALLS);
+        allow_all(&mut rules, THREAD_CALLS);
         match &self.io {
             // A filter holds at most 4096 instructions, and each pinned fd
             // costs a few per call: a set too large goes unpinned.
@@ -571,16 +578,22 @@ pub fn filter_watchdogs(kick: libc::c_int) -> Result<(), SeccompError> {
 }
 
 /// Called by a watchdog thread as it starts: applies its filter if
-/// [`filter_watchdogs`] asked for one. If the kernel refuses, the monitor
-/// must not run unfiltered: it stops.
+/// [`filter_watchdogs`] asked for one.
 pub fn apply_watchdog() {
-    if let Some(program) = WATCHDOG.get() {
+    apply_at_thread_start(WATCHDOG.get(), "watchdog");
+}
+
+/// Applies `program`, if there is one, to a service thread that has just
+/// started. If the kernel refuses, the monitor must not run unfiltered: it
+/// stops.
+pub(crate) fn apply_at_thread_start(program: Option<&BpfProgram>, thread: &str) {
+    if let Some(program) = program {
         // Set up what the thread's first use would otherwise set up under
         // the filter: its handle and its malloc arena.
         let _ = std::thread::current();
         drop(std::hint::black_box(Box::new(0u64)));
         if let Err(e) = apply(program) {
-            eprintln!("flint: cannot filter the watchdog thread: {e}");
+            eprintln!("flint: cannot filter the {thread} thread: {e}");
             std::process::exit(crate::outcome::STATUS_START_FAILED);
         }
     }

@@ -145,3 +145,28 @@ pub fn hex_after(line: &str, prefix: &str) -> Option<u64> {
         .copied()
         .filter(|_| rest.starts_with("0x"))
 }
+
+/// `flint` built with the `test-hooks` feature (tests/seccomp*.rs): a debug
+/// build in a target directory of its own, so the release binary the other
+/// tests use never has the hooks, and every test that wants it shares one.
+pub fn hooked_flint() -> PathBuf {
+    let target = scratch_dir("seccomp-hooks");
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../host-monitor/Cargo.toml");
+    let status = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--features",
+            "test-hooks",
+            "--manifest-path",
+        ])
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(&target)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .status()
+        .expect("running cargo build for the hooked flint");
+    assert!(status.success(), "building flint with test-hooks failed");
+    target.join("debug").join("flint")
+}

@@ -117,7 +117,9 @@ fn serve(args: DaemonArgs) -> Result<(), DaemonError> {
     } else {
         crate::seccomp::confine_service_threads()?;
     }
-    raise_nofile();
+    // Each instance holds a few fds (VM, vCPU, poller): the default soft
+    // limit of 1024 would stop it at a few hundred. Best effort.
+    let _ = crate::fleet::limits::raise_nofile();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -186,20 +188,4 @@ async fn stop_signal() {
         }
     })
     .await
-}
-
-/// Raises the soft limit on open files to the hard limit: each instance
-/// holds a few (VM, vCPU, poller).
-fn raise_nofile() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: get/setrlimit with a valid rlimit struct on the stack.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }

@@ -97,7 +97,9 @@ pub struct WorkerConfig {
 /// SIGINT has stopped them; 0, or 125 if nothing could be started at all
 /// (bad image or options: one line on stderr).
 pub fn run(mut config: WorkerConfig) -> i32 {
-    raise_nofile();
+    // Each instance holds a few fds (VM, vCPU, poller): the default soft
+    // limit of 1024 would stop it at a few hundred. Best effort.
+    let _ = crate::fleet::limits::raise_nofile();
     let stops = Arc::new(Stops::default());
     let filter = match config.seccomp {
         true => match seccomp::fleet::signals_filter() {
@@ -534,23 +536,6 @@ impl Tally {
                     self.exhausted = Some(error);
                 }
             }
-        }
-    }
-}
-
-/// Raises the soft limit on open files to the hard limit: each instance
-/// holds a few (VM, vCPU, poller), and the default soft limit of 1024
-/// would stop a worker at a few hundred.
-fn raise_nofile() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: get/setrlimit with a valid rlimit struct on the stack.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }

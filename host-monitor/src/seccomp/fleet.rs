@@ -21,8 +21,8 @@
 //!   thread.
 
 use super::{
-    allow_all, apply, apply_all_threads, apply_allowing_threads, compile, eq, fail, no_exec,
-    sockopt, threads, SeccompError, CREATE_FLAGS, IO_CALLS, KVMIO, VCPU_CALLS,
+    allow_all, apply_all_threads, apply_allowing_threads, compile, eq, fail, no_exec, sockopt,
+    threads, SeccompError, CREATE_FLAGS, IO_CALLS, KVMIO, THREAD_CALLS, VCPU_CALLS,
 };
 use seccompiler::{BpfProgram, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
 use std::collections::BTreeMap;
@@ -33,6 +33,7 @@ use std::sync::OnceLock;
 fn switch_filter() -> Result<BpfProgram, SeccompError> {
     let mut rules = BTreeMap::new();
     allow_all(&mut rules, VCPU_CALLS);
+    allow_all(&mut rules, THREAD_CALLS);
     allow_all(&mut rules, IO_CALLS);
     no_exec(&mut rules)?;
     // Accepted connections: non-blocking, TCP_NODELAY, SO_LINGER 0 to pass
@@ -76,19 +77,9 @@ pub(super) fn filter_switches() -> Result<(), SeccompError> {
 }
 
 /// Called by a switch thread as it starts: applies its filter if
-/// [`super::confine_service_threads`] asked for one. If the kernel refuses,
-/// the process must not run unfiltered: it stops.
+/// [`super::confine_service_threads`] asked for one.
 pub fn apply_switch() {
-    if let Some(program) = SWITCH.get() {
-        // Set up under no filter what the thread's first use would: its
-        // handle and its malloc arena.
-        let _ = std::thread::current();
-        drop(std::hint::black_box(Box::new(0u64)));
-        if let Err(e) = apply(program) {
-            eprintln!("flint: cannot filter the switch thread: {e}");
-            std::process::exit(crate::outcome::STATUS_START_FAILED);
-        }
-    }
+    super::apply_at_thread_start(SWITCH.get(), "switch");
 }
 
 /// The flags `OpenOptions` passes for a `--console-dir` file: created
@@ -124,6 +115,7 @@ const WORKER_CALLS: &[libc::c_long] = &[
 fn worker_filter() -> Result<BpfProgram, SeccompError> {
     let mut rules = BTreeMap::new();
     allow_all(&mut rules, VCPU_CALLS);
+    allow_all(&mut rules, THREAD_CALLS);
     allow_all(&mut rules, IO_CALLS);
     allow_all(&mut rules, WORKER_CALLS);
     no_exec(&mut rules)?;
@@ -228,28 +220,7 @@ const PARENT_CALLS: &[libc::c_long] = &[
     libc::SYS_rseq,
     libc::SYS_set_robust_list,
     libc::SYS_prctl,
-    libc::SYS_futex,
-    libc::SYS_sched_yield,
-    libc::SYS_clock_gettime,
-    libc::SYS_gettimeofday,
-    libc::SYS_nanosleep,
-    libc::SYS_clock_nanosleep,
-    libc::SYS_getrandom,
-    libc::SYS_brk,
-    libc::SYS_munmap,
-    libc::SYS_mremap,
-    libc::SYS_madvise,
-    // Stop signals: handler, and dying by the signal at the end.
-    libc::SYS_rt_sigreturn,
-    libc::SYS_restart_syscall,
-    libc::SYS_rt_sigprocmask,
-    libc::SYS_rt_sigaction,
-    libc::SYS_getpid,
-    libc::SYS_gettid,
-    libc::SYS_tgkill,
-    libc::SYS_sigaltstack,
-    libc::SYS_exit,
-    libc::SYS_exit_group,
+    // The rest: THREAD_CALLS.
 ];
 
 /// The parent's filter, for all its threads; `summary_file`: it writes
@@ -257,6 +228,7 @@ const PARENT_CALLS: &[libc::c_long] = &[
 fn parent_filter(summary_file: bool) -> Result<BpfProgram, SeccompError> {
     let mut rules = BTreeMap::new();
     allow_all(&mut rules, PARENT_CALLS);
+    allow_all(&mut rules, THREAD_CALLS);
     no_exec(&mut rules)?;
     // Read-only opens (`File::open`), and `fs::write`'s create.
     let mut opens = vec![

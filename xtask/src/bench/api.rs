@@ -31,16 +31,7 @@ const WARMUP: usize = 5;
 
 /// Parses `[-n N]`.
 pub fn parse(args: &[String]) -> Result<usize> {
-    let usage = |why: &str| Error::Bench(format!("{why}; usage: cargo xtask bench api [-n N]"));
-    match args {
-        [] => Ok(100),
-        [flag, n] if flag == "-n" || flag == "--runs" => n
-            .parse()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| usage(&format!("`{n}` is not a positive number of runs"))),
-        _ => Err(usage("unknown options")),
-    }
+    super::runs_option("api", args, 100)
 }
 
 /// Runs the bench.

@@ -47,3 +47,18 @@ pub fn run(what: &str, rest: &[String]) -> Result<()> {
         ))),
     }
 }
+
+/// Parses a bench's only option, `[-n N]` (or `--runs N`): how many
+/// measured runs, `default` without it.
+fn runs_option(bench: &str, args: &[String], default: usize) -> Result<usize> {
+    let usage = |why: &str| Error::Bench(format!("{why}; usage: cargo xtask bench {bench} [-n N]"));
+    match args {
+        [] => Ok(default),
+        [flag, n] if flag == "-n" || flag == "--runs" => n
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| usage(&format!("`{n}` is not a positive number of runs"))),
+        _ => Err(usage("unknown options")),
+    }
+}

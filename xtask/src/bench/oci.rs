@@ -18,18 +18,9 @@ use crate::{guest, monitor, oci, packages, target_dir, Error, Result};
 const HELLO: &[u8] = b"Hello, world!\n";
 const WARMUP: usize = 3;
 
-/// Parses `[-n N]`: measured rounds per runtime.
+/// Parses `[-n N]`.
 pub fn parse(args: &[String]) -> Result<usize> {
-    let usage = |why: &str| Error::Bench(format!("{why}; usage: cargo xtask bench oci [-n N]"));
-    match args {
-        [] => Ok(50),
-        [flag, n] if flag == "-n" || flag == "--runs" => n
-            .parse()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| usage(&format!("`{n}` is not a positive number of runs"))),
-        _ => Err(usage("unknown options")),
-    }
+    super::runs_option("oci", args, 50)
 }
 
 /// Runs the bench.
