@@ -287,14 +287,14 @@ fn sixteen_byte_store_of_a_bad_block_is_a_guest_fault() {
 
 /// ABI.md section 4: "a store of another width ... stops the instance".
 /// KVM hands a 16-byte store to MMIO to the monitor as two 8-byte exits
-/// that look exactly like two hypercalls, with RIP already past the
-/// instruction (so it cannot be decoded either); today both halves are
-/// served (CLOCK, then POLL) and the guest goes on. Known gap, see
-/// SECURITY.md.
+/// that each look like a hypercall (here CLOCK, then POLL); the monitor
+/// asks KVM for the next piece before serving the first.
 #[test]
-#[ignore = "known gap: a 16-byte store is served as two hypercalls (SECURITY.md)"]
 fn sixteen_byte_store_of_two_valid_blocks_is_a_guest_fault() {
-    edge_fault("store-sse16-valid", &[]);
+    edge_fault_says(
+        "store-sse16-valid",
+        "store of more than 8 bytes to the hypercall page",
+    );
 }
 
 // ---- a broken argument block for each hypercall ----

@@ -148,6 +148,8 @@ pub struct Instance<'i> {
     tsc_hz: u64,
     /// KVM loads registers from `kvm_run` (KVM_CAP_SYNC_REGS).
     sync_regs: bool,
+    /// Stores wider than 8 bytes to the hypercall page.
+    wide_stores: WideStores,
     /// `flint run --gdb`'s debugger ([`Instance::attach_debugger`]).
     debugger: Option<Box<dyn Debugger + Send>>,
 }
@@ -271,6 +273,7 @@ impl<'i> Instance<'i> {
             on_idle: launch.on_idle,
             snapshot: launch.snapshot_on_idle,
         };
+        let wide_stores = WideStores::watch(&vm, &mut vcpu);
         Ok(Instance {
             image,
             services,
@@ -282,6 +285,7 @@ impl<'i> Instance<'i> {
             on_first_hypercall: launch.on_first_hypercall,
             tsc_hz,
             sync_regs,
+            wide_stores,
             debugger: None,
         })
     }
@@ -362,6 +366,7 @@ impl<'i> Instance<'i> {
         };
         let _attached = self.services.stop.attach(immediate_exit, wake_fd);
         let mut first_exit = true;
+        self.wide_stores.restart();
         if let Verdict::End(outcome) = self.debug_stop(DebugEvent::Start) {
             return outcome;
         }
@@ -401,6 +406,13 @@ impl<'i> Instance<'i> {
             let flow = match exit {
                 Exit::Store { addr, data, len } => {
                     self.exits.mmio_write += 1;
+                    if self.wide_stores.is_second_piece(&self.vcpu, addr) {
+                        return self.broken(&format!(
+                            "store of more than 8 bytes to {} (KVM handed it over in 8-byte \
+                             pieces; a hypercall is one 8-byte store)",
+                            describe_gpa(addr.wrapping_sub(8))
+                        ));
+                    }
                     match self.hypercall(addr, data, len) {
                         // A debugger's step over the hypercall ends here.
                         Flow::Resume => match self.debug_stop(DebugEvent::Hypercall) {
@@ -636,6 +648,56 @@ impl From<VcpuExit<'_>> for Exit {
             VcpuExit::Intr => Exit::Interrupted,
             other => Exit::Other(format!("{other:?}")),
         }
+    }
+}
+
+/// Spots a store wider than 8 bytes to the hypercall page, which ABI.md
+/// section 4 says stops the instance. KVM hands such a store over as one
+/// 8-byte MMIO exit per piece, RIP already past the instruction, and the
+/// next piece's exit comes without the guest running in between: so a
+/// store exit 8 bytes above the last one with every register unchanged is
+/// the same instruction's second piece (a store instruction that runs
+/// again computes the same address from the same registers). The first
+/// piece has been served by then, like any hypercall. Needs the
+/// registers copied out at each exit (KVM_CAP_SYNC_REGS); without it,
+/// wide stores go unnoticed.
+struct WideStores {
+    enabled: bool,
+    last: Option<(u64, kvm_bindings::kvm_regs)>,
+}
+
+impl WideStores {
+    /// Has KVM copy the registers out at each exit, if it can; call it
+    /// before the vCPU thread is confined (it asks the VM).
+    fn watch(vm: &VmFd, vcpu: &mut VcpuFd) -> WideStores {
+        let enabled = vm.check_extension_int(kvm_ioctls::Cap::SyncRegs)
+            & (kvm_ioctls::SyncReg::Register as i32)
+            != 0;
+        if enabled {
+            vcpu.set_sync_valid_reg(kvm_ioctls::SyncReg::Register);
+        }
+        WideStores {
+            enabled,
+            last: None,
+        }
+    }
+
+    /// Forgets the last store: a new run starts.
+    fn restart(&mut self) {
+        self.last = None;
+    }
+
+    /// Called at each store exit, at `addr`.
+    fn is_second_piece(&mut self, vcpu: &VcpuFd, addr: u64) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        let regs = vcpu.sync_regs().regs;
+        let second = self
+            .last
+            .is_some_and(|(last, ref before)| addr == last.wrapping_add(8) && regs == *before);
+        self.last = Some((addr, regs));
+        second
     }
 }
 
